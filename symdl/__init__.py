@@ -1,0 +1,19 @@
+"""symdl: a graph-compiling symbolic deep-learning engine.
+
+Declare a static graph with placeholders and parameters, differentiate it symbolically with
+:func:`grad`, and :func:`compile` it into a callable.
+"""
+
+from symdl.errors import GradientError, GraphError, NumericsError, OpRuntimeError, ShapeError, SymdlError
+from symdl.graph import Parameter, Tensor, constant, parameter, placeholder
+from symdl.ops import *  # noqa: F403
+from symdl.ops import (
+    abs, add, argmax, broadcast_to, cast, clip, concat, div, elu, exp, flatten, leaky_relu, log, matmul, max,
+    maximum, mean, min, minimum, mul, neg, pad, pow, relu, reshape, sigmoid, softplus, sqrt, square, stack, sub,
+    sum, tanh, transpose, var, where,
+)
+from symdl.function import Function, compile
+from symdl.gradcheck import GradCheckError, check_grad
+from compiler.autodiff import grad
+
+__version__ = "0.1.0"
