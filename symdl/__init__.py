@@ -12,6 +12,8 @@ from symdl.ops import (
     maximum, mean, min, minimum, mul, neg, pad, pow, relu, reshape, sigmoid, softplus, sqrt, square, stack, sub,
     sum, tanh, transpose, var, where,
 )
+from symdl.losses import *  # noqa: F403
+from symdl.render import *  # noqa: F403
 from symdl.function import Function, compile
 from symdl.gradcheck import GradCheckError, check_grad
 from compiler.autodiff import grad

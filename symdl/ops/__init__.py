@@ -17,3 +17,5 @@ from symdl.ops.nn import *  # noqa: F403
 from symdl.ops.conv import *  # noqa: F403
 from symdl.ops.indexing import *  # noqa: F403
 from symdl.ops.normalization import *  # noqa: F403
+from symdl.ops.pool import *  # noqa: F403
+from symdl.ops.random import *  # noqa: F403
