@@ -13,6 +13,8 @@ constants) are always new nodes. Rewrites never mutate nodes; they build new one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import dataclasses
 import itertools
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -333,7 +335,9 @@ class Op:
         return [NotDifferentiable(f"{self.name} has no gradient")] * len(inputs)
 
     def props_str(self) -> str:
-        fields = getattr(self, "__dataclass_fields__", {})
+        # dataclasses.fields() skips ClassVar pseudo-fields (name, float_only ...), which
+        # __dataclass_fields__ also lists
+        fields = [f.name for f in dataclasses.fields(self)] if dataclasses.is_dataclass(self) else []
         parts = []
         for f in fields:
             v = getattr(self, f)
