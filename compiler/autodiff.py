@@ -15,10 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from symdl.errors import GradientError, where
-from symdl.graph import Tensor, build_context, constant, is_float, toposort
+from symdl.graph import Tensor, apply, build_context, constant, is_float, toposort
 from symdl.ops.base import DISCONNECTED, NotDifferentiable, broadcast_shapes
 from symdl.ops.elementwise import add, cast, zeros_like
-from symdl.ops.shape import broadcast_like, unbroadcast
+from symdl.ops.shape import ReshapeLike, broadcast_like, unbroadcast
 
 UNCONNECTED = ("raise", "zero")
 
@@ -42,6 +42,22 @@ def _sum(terms: list[Tensor]) -> Tensor:
     return total
 
 
+def _cuts(order: list[Tensor], depends: set[int], blocked: set[tuple[int, int]], w: Tensor) -> str:
+    """Where the paths from ``w`` lose their gradient: ops with integer/bool outputs of float operands (argmax,
+    comparisons, casts to int) and ops whose gradient is zero by definition (stop_gradient)."""
+    reach = {w.id}
+    lines = []
+    for n in order:
+        if not any(i.id in reach for i in n.inputs):
+            continue
+        reach.add(n.id)
+        if any(
+            i.id in reach and is_float(i.dtype) and (not is_float(n.dtype) or (n.id, i.id) in blocked) for i in n.inputs
+        ):
+            lines.append(f"\n  - {n.op.name} ({n.label()}){where(n.frame).replace(chr(10) + '  ', ' ')}")
+    return "".join(lines[:5]) + (f"{where(w.frame)}" if not lines else "")
+
+
 def grad(y: Tensor, wrt: Tensor | Sequence[Tensor], unconnected: str = "raise") -> list[Tensor] | Tensor:
     """Symbolic gradient of the scalar ``y`` with respect to each tensor of ``wrt``.
 
@@ -53,8 +69,10 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor], unconnected: str = "raise") 
     if not isinstance(y, Tensor):
         raise TypeError(f"grad: y must be a symbolic Tensor, got {type(y).__name__}")
     if y.ndim != 0:
-        raise GradientError(f"grad: y must be a scalar (0-d) tensor, got shape {y.shape} ({y.label()}); "
-                            f"reduce it first, e.g. y.sum(){where(y.frame)}")
+        raise GradientError(
+            f"grad: y must be a scalar (0-d) tensor, got shape {y.shape} ({y.label()}); "
+            f"reduce it first, e.g. y.sum(){where(y.frame)}"
+        )
     if not is_float(y.dtype):
         raise GradientError(f"grad: y must be floating-point, got {y.dtype} ({y.label()}){where(y.frame)}")
     if unconnected not in UNCONNECTED:
@@ -77,6 +95,7 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor], unconnected: str = "raise") 
 
     contributions: dict[int, list[Tensor]] = {}
     totals: dict[int, Tensor] = {}
+    blocked: set[tuple[int, int]] = set()  # (node, input) edges on a path to wrt whose gradient is cut
     if y.id in depends:
         with build_context("backward", y.frame):
             contributions[y.id] = [constant(np.ones((), dtype=y.dtype))]
@@ -91,10 +110,14 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor], unconnected: str = "raise") 
                 continue
             results = node.op.grad(node.inputs, node, g)
             if len(results) != len(node.inputs):
-                raise GradientError(f"{node.op.name}.grad returned {len(results)} results for "
-                                    f"{len(node.inputs)} inputs (op bug)")
+                raise GradientError(
+                    f"{node.op.name}.grad returned {len(results)} results for {len(node.inputs)} inputs (op bug)"
+                )
             for inp, gi in zip(node.inputs, results):
-                if inp.id not in depends or gi is DISCONNECTED:
+                if inp.id not in depends:
+                    continue
+                if gi is DISCONNECTED:
+                    blocked.add((node.id, inp.id))
                     continue
                 if isinstance(gi, NotDifferentiable):
                     raise GradientError(
@@ -111,11 +134,22 @@ def grad(y: Tensor, wrt: Tensor | Sequence[Tensor], unconnected: str = "raise") 
         elif unconnected == "zero":
             with build_context("backward", w.frame):
                 g = zeros_like(w)
+        elif w.id in depends:
+            raise GradientError(
+                f"grad: {y.label()} depends on {w.label()} only through non-differentiable ops, so it has no "
+                f"gradient (pass unconnected='zero' to get zeros); the gradient is cut at:"
+                + _cuts(order, depends, blocked, w)
+            )
         else:
             raise GradientError(
                 f"grad: {y.label()} does not depend on {w.label()} (pass unconnected='zero' to get zeros)"
                 f"{where(w.frame)}"
             )
+        if any(g is o for o in out):
+            # two wrt share one gradient node (e.g. y = sum(a + b)): give this one its own node so that each
+            # gradient carries its own name
+            with build_context("backward", w.frame):
+                g = apply(ReshapeLike(), g, w)
         if g.name is None and g.role == "backward":
             g.name = f"d{y.label()}/d{w.label()}"
         out.append(g)

@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from compiler.rewrite import rewrite
 from symdl.errors import GraphError, where
 from symdl.graph import Parameter, Tensor
 from symdl.ops.modes import ModeSwitch
 
-from compiler.rewrite import rewrite
-
 MODES = ("train", "eval")
 
 
-def resolve_modes(
-    roots: Sequence[Tensor], mode: str
-) -> tuple[dict[int, Tensor], dict[Parameter, Tensor]]:
+def resolve_modes(roots: Sequence[Tensor], mode: str) -> tuple[dict[int, Tensor], dict[Parameter, Tensor]]:
     """Returns the old→new node map and the implicit updates ``{parameter: new value}`` (train mode only)."""
     if mode not in MODES:
         raise GraphError(f"compile: mode must be one of {MODES}, got {mode!r}")

@@ -10,10 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from compiler.modes import resolve_modes
 from symdl.errors import GraphError, where
 from symdl.graph import Parameter, Tensor, constant, describe, is_placeholder, toposort
-
-from compiler.modes import resolve_modes
 
 
 @dataclass
@@ -64,11 +63,14 @@ def build_program(
         if not isinstance(p, Parameter):
             raise GraphError(f"compile: update keys must be parameters, got {p!r}")
         v = v if isinstance(v, Tensor) else constant(v, dtype=p.dtype)
-        if v.dtype != p.dtype or len(v.shape) != len(p.shape) or any(
-            d is not None and d != e for d, e in zip(v.shape, p.shape)
+        if (
+            v.dtype != p.dtype
+            or len(v.shape) != len(p.shape)
+            or any(d is not None and d != e for d, e in zip(v.shape, p.shape))
         ):
-            raise GraphError(f"compile: update for parameter {p.label()} {describe(p)} has type {describe(v)}"
-                             f"{where(v.frame)}")
+            raise GraphError(
+                f"compile: update for parameter {p.label()} {describe(p)} has type {describe(v)}{where(v.frame)}"
+            )
         explicit.append((p, v))
 
     roots = outs + [v for _, v in explicit]
@@ -78,14 +80,16 @@ def build_program(
     explicit_params = {id(p) for p, _ in explicit}
     for p in implicit:
         if id(p) in explicit_params:
-            raise GraphError(f"compile: parameter {p.label()} has an explicit update and is also updated "
-                             "implicitly (BatchNorm running statistics / dropout RNG state) in train mode")
+            raise GraphError(
+                f"compile: parameter {p.label()} has an explicit update and is also updated "
+                "implicitly (BatchNorm running statistics / dropout RNG state) in train mode"
+            )
     all_updates = new_explicit + list(implicit.items())
     order = toposort(new_outs + [v for _, v in all_updates])
     for n in order:
         if is_placeholder(n) and n.id not in seen:
-            raise GraphError(f"compile: the outputs need placeholder {n.label()} {describe(n)}, which is not in "
-                             f"inputs{where(n.frame)}")
+            raise GraphError(
+                f"compile: the outputs need placeholder {n.label()} {describe(n)}, which is not in "
+                f"inputs{where(n.frame)}"
+            )
     return Program(ins, new_outs, all_updates, order, mode, list(implicit))
-
-

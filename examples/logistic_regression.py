@@ -1,6 +1,6 @@
 """Multinomial logistic regression on scikit-learn's digits, trained with plain SGD written as `updates`.
 
-    python examples/logistic_regression.py
+python examples/logistic_regression.py
 """
 
 from __future__ import annotations

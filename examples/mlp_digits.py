@@ -1,6 +1,6 @@
 """A 64-32-10 MLP on scikit-learn's digits, trained with plain SGD written as `updates`.
 
-    python examples/mlp_digits.py [--render graph.svg]
+python examples/mlp_digits.py [--render graph.svg]
 """
 
 from __future__ import annotations
@@ -17,33 +17,55 @@ except ImportError:  # run as a script
     from common import digits_split, linear_init, minibatches
 
 
-def build(seed: int = 0, hidden: int = 32, lr: float = 0.1) -> dict:
+def build(seed: int = 0, hidden: int = 32) -> dict:
     rng = np.random.default_rng(seed)
     w1, b1 = linear_init(rng, 64, hidden)
     w2, b2 = linear_init(rng, hidden, 10)
     x = sd.placeholder((None, 64), name="x")
     y = sd.placeholder((None,), dtype="int64", name="y")
-    params = [sd.parameter(w1, name="W1"), sd.parameter(b1, name="b1"),
-              sd.parameter(w2, name="W2"), sd.parameter(b2, name="b2")]
+    params = [
+        sd.parameter(w1, name="W1"),
+        sd.parameter(b1, name="b1"),
+        sd.parameter(w2, name="W2"),
+        sd.parameter(b2, name="b2"),
+    ]
     W1, b1_, W2, b2_ = params
     h = sd.relu(x @ W1 + b1_)
     logits = h @ W2 + b2_
     loss = sd.cross_entropy(logits, y)
     grads = sd.grad(loss, params)
+    lr = sd.placeholder((), name="lr")  # a graph input: changing the learning rate never recompiles
     updates = {p: p - lr * g for p, g in zip(params, grads)}
-    return {"x": x, "y": y, "params": params, "logits": logits, "loss": loss, "grads": grads, "updates": updates}
+    return {
+        "x": x,
+        "y": y,
+        "lr": lr,
+        "params": params,
+        "logits": logits,
+        "loss": loss,
+        "grads": grads,
+        "updates": updates,
+    }
 
 
-def train(epochs: int = 40, batch_size: int = 32, seed: int = 0, verbose: bool = True,
-          render: str | None = None) -> dict:
+def train(
+    epochs: int = 40,
+    batch_size: int = 32,
+    lr: float = 0.2,
+    seed: int = 0,
+    verbose: bool = True,
+    render: str | None = None,
+) -> dict:
+    """Plain minibatch SGD with the learning rate decayed linearly to zero over the run."""
     x_train, y_train, x_test, y_test = digits_split(seed)
     g = build(seed)
-    step = sd.compile([g["x"], g["y"]], [g["loss"]], updates=g["updates"])
+    step = sd.compile([g["x"], g["y"], g["lr"]], [g["loss"]], updates=g["updates"])
     predict = sd.compile([g["x"]], [sd.argmax(g["logits"], axis=1)], mode="eval")
     rng = np.random.default_rng(seed + 1)
     history = []
     for epoch in range(epochs):
-        losses = [step(x_train[i], y_train[i])[0] for i in minibatches(len(x_train), batch_size, rng)]
+        lr_now = np.float32(lr * (1 - epoch / epochs))
+        losses = [step(x_train[i], y_train[i], lr_now)[0] for i in minibatches(len(x_train), batch_size, rng)]
         history.append(float(np.mean(losses)))
         if verbose and (epoch % 5 == 4 or epoch == epochs - 1):
             print(f"epoch {epoch + 1:3d}  train loss {history[-1]:.4f}")

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 
+from compiler.program import Program
 from symdl.errors import NumericsError, OpRuntimeError, SymdlError, where
 from symdl.graph import Constant, Parameter, Tensor, describe, is_float, is_placeholder
 from symdl.ops.base import shape_matches
 from symdl.ops.elementwise import Elementwise
-
-from compiler.program import Program
 
 
 def validate_inputs(program: Program, arrays: tuple[Any, ...]) -> list[np.ndarray]:
@@ -29,8 +28,10 @@ def validate_inputs(program: Program, arrays: tuple[Any, ...]) -> list[np.ndarra
     for ph, a in zip(program.inputs, arrays):
         arr = np.asarray(a)
         if arr.dtype != ph.dtype:
-            raise ValueError(f"input {ph.label()}: expected dtype {ph.dtype}, got {arr.dtype} "
-                             f"(cast it explicitly, e.g. x.astype(np.{ph.dtype}))")
+            raise ValueError(
+                f"input {ph.label()}: expected dtype {ph.dtype}, got {arr.dtype} "
+                f"(cast it explicitly, e.g. x.astype(np.{ph.dtype}))"
+            )
         if arr.ndim != ph.ndim:
             raise ValueError(f"input {ph.label()}: expected rank {ph.ndim} {describe(ph)}, got shape {arr.shape}")
         if not shape_matches(ph.shape, arr.shape):
@@ -60,6 +61,7 @@ class ReferenceFunction:
         self.check_numerics = check_numerics
         self._steps = [(n, [i.id for i in n.inputs], _none_dim_checks(n)) for n in program.order]
         self._input_ids = [p.id for p in program.inputs]
+        self._leaves = [n for n in program.order if not n.inputs]
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         values: dict[int, np.ndarray] = dict(zip(self._input_ids, validate_inputs(self.program, arrays)))
@@ -90,26 +92,33 @@ class ReferenceFunction:
             if self.check_numerics and is_float(node.dtype) and not np.all(np.isfinite(out)):
                 self._report_numerics(node, out, args)
             values[node.id] = out
-        outputs = [self._owned(values[t.id]) for t in self.program.outputs]
+        # never hand out an array that is also a caller's input, a parameter's storage or another output
+        shared = {id(values[n.id]) for n in self._leaves if n.id in values}
+        outputs = []
+        for t in self.program.outputs:
+            out = self._owned(values[t.id], shared)
+            shared.add(id(out))
+            outputs.append(out)
         new_values = [(p, values[v.id]) for p, v in self.program.updates]
         for p, v in new_values:
             if v.shape != p.shape:
-                raise OpRuntimeError(f"update of parameter {p.label()}: value has shape {v.shape}, "
-                                     f"expected {p.shape}")
+                raise OpRuntimeError(f"update of parameter {p.label()}: value has shape {v.shape}, expected {p.shape}")
         for p, v in new_values:
             p._value = np.array(v, copy=True)
         return outputs
 
     @staticmethod
-    def _owned(a: np.ndarray) -> np.ndarray:
-        return a if a.flags.owndata and a.flags.writeable else np.array(a, copy=True)
+    def _owned(a: np.ndarray, shared: set[int]) -> np.ndarray:
+        return a if a.flags.owndata and a.flags.writeable and id(a) not in shared else np.array(a, copy=True)
 
     @staticmethod
     def _check_type(node: Tensor, out: Any) -> None:
         if not isinstance(out, np.ndarray) or out.dtype != node.dtype or not shape_matches(node.shape, out.shape):
             got = f"{getattr(out, 'shape', '?')} {getattr(out, 'dtype', type(out).__name__)}"
-            raise SymdlError(f"internal: {node.op.name} produced {got}, but its static type is {describe(node)} "
-                             f"(an op's perform disagrees with its infer){where(node.frame)}")
+            raise SymdlError(
+                f"internal: {node.op.name} produced {got}, but its static type is {describe(node)} "
+                f"(an op's perform disagrees with its infer){where(node.frame)}"
+            )
 
     @staticmethod
     def _report_numerics(node: Tensor, out: np.ndarray, args: list[np.ndarray]) -> None:
@@ -124,5 +133,3 @@ class ReferenceFunction:
             f"check_numerics: {kind} {node.op.name} ({node.label()}) produced {n_nan} NaN and {n_inf} Inf values "
             f"out of {out.size}; inputs: {', '.join(ins)}{where(node.frame)}"
         )
-
-

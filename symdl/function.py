@@ -33,9 +33,11 @@ class Function:
         return list(self.program.outputs)
 
     def __repr__(self) -> str:
-        return (f"<symdl.Function target={self.target} mode={self.program.mode} "
-                f"inputs={[t.label() for t in self.program.inputs]} outputs={len(self.program.outputs)} "
-                f"updates={len(self.program.updates)} nodes={len(self.program.order)}>")
+        return (
+            f"<symdl.Function target={self.target} mode={self.program.mode} "
+            f"inputs={[t.label() for t in self.program.inputs]} outputs={len(self.program.outputs)} "
+            f"updates={len(self.program.updates)} nodes={len(self.program.order)}>"
+        )
 
 
 def compile(  # noqa: A001 - the API name
@@ -59,8 +61,10 @@ def compile(  # noqa: A001 - the API name
     from compiler.program import build_program
 
     if target not in TARGETS:
-        raise GraphError(f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)} "
-                         "(the Numba 'cpu' and 'cuda' targets are not implemented yet)")
+        raise GraphError(
+            f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)} "
+            "(the Numba 'cpu' and 'cuda' targets are not implemented yet)"
+        )
     program = build_program(inputs, outputs, updates, mode)
     from runtime.reference import ReferenceFunction
 

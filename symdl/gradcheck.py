@@ -11,6 +11,7 @@ import numpy as np
 
 from symdl.errors import SymdlError
 from symdl.graph import Parameter, Tensor, apply, constant, is_float, placeholder, toposort
+from symdl.ops.modes import ModeSwitch
 
 F32, F64 = np.dtype("float32"), np.dtype("float64")
 
@@ -34,8 +35,11 @@ def _promote_op(op: Any) -> Any:
     """The same op with every float32 dtype prop widened to float64."""
     if not dataclasses.is_dataclass(op):
         return op
-    changes = {f.name: F64 for f in dataclasses.fields(op) if getattr(op, f.name) is not None
-               and isinstance(getattr(op, f.name), np.dtype) and getattr(op, f.name) == F32}
+    changes = {
+        f.name: F64
+        for f in dataclasses.fields(op)
+        if getattr(op, f.name) is not None and isinstance(getattr(op, f.name), np.dtype) and getattr(op, f.name) == F32
+    }
     return dataclasses.replace(op, **changes) if changes else op
 
 
@@ -59,7 +63,12 @@ def _to_float64(y: Tensor, leaves: Sequence[Tensor]) -> tuple[Tensor, list[Tenso
             else:
                 raise SymdlError(f"check_grad: the graph needs {n.label()}, which has no value given")
             continue
-        new[n.id] = apply(_promote_op(n.op), *(new[i.id] for i in n.inputs))
+        op, ins = _promote_op(n.op), [new[i.id] for i in n.inputs]
+        if isinstance(op, ModeSwitch) and op.targets:
+            # check_grad never applies implicit updates, and the float64 update values no longer match their
+            # (float32) target parameters: rebuild the switch without them
+            op, ins = ModeSwitch(op.kind), ins[:2]
+        new[n.id] = apply(op, *ins)
     return new[y.id], new_leaves
 
 
@@ -102,16 +111,20 @@ def check_grad(
         if isinstance(inputs, Mapping):
             raise TypeError("check_grad(fn, inputs): inputs must be a list of arrays")
         values = [np.asarray(v) for v in inputs]
-        phs = [placeholder(v.shape, F64 if v.dtype.kind == "f" else v.dtype, name=f"input{k}")
-               for k, v in enumerate(values)]
+        phs = [
+            placeholder(v.shape, F64 if v.dtype.kind == "f" else v.dtype, name=f"input{k}")
+            for k, v in enumerate(values)
+        ]
         y = fn_or_output(*phs)
         if not isinstance(y, Tensor):
             raise TypeError(f"check_grad: fn must return a symbolic Tensor, got {type(y).__name__}")
     values = [v.astype(F64) if v.dtype.kind == "f" else v for v in values]
     if y.ndim:
-        shape = tuple(d if d is not None else v for d, v in zip(y.shape, y.shape))
-        if None in shape:
-            raise SymdlError("check_grad: the output's shape must be static for the projection")
+        shape = tuple(y.shape)
+        if None in shape:  # dims known only at run time: evaluate once to learn them
+            probe = build_program(phs, [y], None, mode)
+            probe.updates = []
+            shape = ReferenceFunction(probe)(*values)[0].shape
         r = constant(rng.standard_normal(shape))
         y = (y * r).sum()
     diff = [(k, ph) for k, ph in enumerate(phs) if is_float(ph.dtype)]
@@ -145,8 +158,7 @@ def check_grad(
             checked += 1
             if not err <= atol + rtol * abs(numeric):
                 failures.append(f"  d/d{ph.label()}{list(map(int, idx))}: symbolic {got:.8g}, numeric {numeric:.8g}")
-    report = (f"check_grad: {checked} partial derivatives, max abs error {worst_abs:.3g}, "
-              f"max rel error {worst_rel:.3g}")
+    report = f"check_grad: {checked} partial derivatives, max abs error {worst_abs:.3g}, max rel error {worst_rel:.3g}"
     if failures:
         report += f"; {len(failures)} mismatches:\n" + "\n".join(failures[:10])
         if raise_on_error:

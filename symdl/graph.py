@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import dataclasses
 import itertools
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
@@ -443,8 +442,7 @@ class Parameter(Tensor):
             raise ValueError(f"parameter {self.label()}: new value has shape {arr.shape}, expected {self.shape}")
         if arr.dtype != self.dtype:
             raise ValueError(
-                f"parameter {self.label()}: new value has dtype {arr.dtype}, expected {self.dtype} "
-                "(cast it explicitly)"
+                f"parameter {self.label()}: new value has dtype {arr.dtype}, expected {self.dtype} (cast it explicitly)"
             )
         self._value = np.array(arr, copy=True)
 
@@ -461,8 +459,9 @@ class Constant(Tensor):
         arr = np.array(value, copy=True)
         arr.setflags(write=False)
         dt = as_dtype(arr.dtype, "constant")
-        super().__init__(ConstantOp(), (), TensorType(tuple(arr.shape), dt), name=name, frame=user_frame(),
-                         role=_context.role)
+        super().__init__(
+            ConstantOp(), (), TensorType(tuple(arr.shape), dt), name=name, frame=user_frame(), role=_context.role
+        )
         self.value = arr
 
     def label(self) -> str:
@@ -480,8 +479,9 @@ def placeholder(shape: Sequence[int | None], dtype: Any = "float32", name: str |
     dims = []
     for d in shape:
         if d is not None and (not isinstance(d, (int, np.integer)) or d < 0):
-            raise ShapeError(f"placeholder {name!r}: dims must be non-negative ints or None, got {tuple(shape)}"
-                             f"{where(user_frame())}")
+            raise ShapeError(
+                f"placeholder {name!r}: dims must be non-negative ints or None, got {tuple(shape)}{where(user_frame())}"
+            )
         dims.append(None if d is None else int(d))
     dt = as_dtype(dtype, f"placeholder {name!r}")
     return Tensor(PlaceholderOp(), (), TensorType(tuple(dims), dt), name=name, frame=user_frame())

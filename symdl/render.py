@@ -132,8 +132,11 @@ def _props(op: Op, limit: int = 60) -> str:
             fields = dataclasses.fields(op)  # type: ignore[arg-type]
         except TypeError:
             fields = ()
-        s = ", ".join(f"{f.name}={_short(getattr(op, f.name, '?'), 30)}" for f in fields
-                      if not _is_default(f, getattr(op, f.name, None)))
+        s = ", ".join(
+            f"{f.name}={_short(getattr(op, f.name, '?'), 30)}"
+            for f in fields
+            if not _is_default(f, getattr(op, f.name, None))
+        )
     return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
@@ -207,11 +210,13 @@ def format_graph(outputs: Outputs, show_frames: bool = False, max_props: int = 6
             rhs = kind
         bodies.append(f"{lhs} {rhs} : {t.type}")
         frame = _frame_text(t) if show_frames else None
-        notes.append([
-            "[grad]" if t.role == "backward" else "",
-            "-> " + ", ".join(out_marks[t.id]) if t.id in out_marks else "",
-            f"# {frame}" if frame is not None else "",
-        ])
+        notes.append(
+            [
+                "[grad]" if t.role == "backward" else "",
+                "-> " + ", ".join(out_marks[t.id]) if t.id in out_marks else "",
+                f"# {frame}" if frame is not None else "",
+            ]
+        )
 
     width = max((len(b) for b in bodies if len(b) <= 72), default=0)  # long outliers do not widen all
     cols = [max((len(n[c]) for n in notes), default=0) for c in range(3)]
@@ -293,10 +298,11 @@ def _node_label(t: Tensor, outs: list[str], show_frames: bool, max_props: int, i
         text = _constant_text(t)
         rows.append("constant" if text is None else f"constant {_esc(text)}")
     else:
-        rows.append(f'<i>{kind}</i>')
+        rows.append(f"<i>{kind}</i>")
     id_text = f"%{t.id}" + ("  grad" if t.role == "backward" else "")
-    rows.append(f'<font point-size="9">{_esc(str(t.type))}</font>'
-                f'<font point-size="8" color="#888888">  {_esc(id_text)}</font>')
+    rows.append(
+        f'<font point-size="9">{_esc(str(t.type))}</font><font point-size="8" color="#888888">  {_esc(id_text)}</font>'
+    )
     if show_frames:
         frame = _frame_text(t)
         if frame is not None:
@@ -335,8 +341,11 @@ def _scope_groups(order: list[Tensor]) -> dict[int, str]:
             group[t.id] = scope
     for t in order:  # inputs first: an unnamed op needs a (named or op) input of its scope
         scope = group.get(t.id)
-        if scope is not None and t.name is None and _kind(t) == "op" and not any(
-            group.get(i.id) == scope and (i.name is not None or _kind(i) == "op") for i in t.inputs
+        if (
+            scope is not None
+            and t.name is None
+            and _kind(t) == "op"
+            and not any(group.get(i.id) == scope and (i.name is not None or _kind(i) == "op") for i in t.inputs)
         ):
             del group[t.id]
     for t in order:  # unnamed constants follow their consumers
@@ -409,13 +418,26 @@ def graph_to_dot(
         if t.id in collapsed:
             group_members.setdefault(collapsed[t.id], []).append(t)
     # unnamed scalar constants are written into their consumers' labels, e.g. ``mul (\u00b7, 0.5)``
-    inlined = {t.id for t in order if inline_scalars and _kind(t) == "constant" and t.name is None
-               and t.id not in collapsed and t.id not in out_marks and getattr(t, "value", np.zeros(2)).size == 1}
+    inlined = {
+        t.id
+        for t in order
+        if inline_scalars
+        and _kind(t) == "constant"
+        and t.name is None
+        and t.id not in collapsed
+        and t.id not in out_marks
+        and getattr(t, "value", np.zeros(2)).size == 1
+    }
     n_drawn = sum(t.id not in collapsed and t.id not in inlined for t in order) + len(group_members)
     if max_nodes is not None and n_drawn > max_nodes:
-        hint = ("collapse=True (groups nodes by name scope: name tensors like 'layer1/h') or collapse='frame' "
-                "(groups nodes by the source line that created them)") if not collapsed else \
-               "collapse='frame' or 'scope', or name more tensors with scopes"
+        hint = (
+            (
+                "collapse=True (groups nodes by name scope: name tensors like 'layer1/h') or collapse='frame' "
+                "(groups nodes by the source line that created them)"
+            )
+            if not collapsed
+            else "collapse='frame' or 'scope', or name more tensors with scopes"
+        )
         raise ValueError(
             f"render: the graph has {n_drawn} nodes to draw, more than max_nodes={max_nodes} (graphviz's dot "
             f"gets very slow beyond ~1000 nodes). Try {hint}, draw fewer outputs, use print_graph(...) for the "
@@ -486,9 +508,14 @@ def graph_to_dot(
     for i, (cname, nodes) in enumerate(statements.items()):
         is_grad = cname == grad_title
         with dot.subgraph(name=f"cluster_{i}") as sub:
-            sub.attr(label=f"<<b>{_esc(cname)}</b>>", labeljust="l", fontsize="12", style="rounded,dashed",
-                     color=GRAD_BORDER if is_grad else "#6a4f9a",
-                     fontcolor=GRAD_BORDER if is_grad else "#6a4f9a")
+            sub.attr(
+                label=f"<<b>{_esc(cname)}</b>>",
+                labeljust="l",
+                fontsize="12",
+                style="rounded,dashed",
+                color=GRAD_BORDER if is_grad else "#6a4f9a",
+                fontcolor=GRAD_BORDER if is_grad else "#6a4f9a",
+            )
             for node_name, attrs in nodes:
                 sub.node(node_name, **attrs)
 
@@ -526,13 +553,19 @@ def graph_to_dot(
         for k, text in LEGEND.items():
             if k in used_styles:
                 st = STYLES[k]
-                rows.append(f'<tr><td bgcolor="{st["fillcolor"]}" color="{st["color"]}" border="1" '
-                            f'style="rounded">{_esc(text)} ({st["shape"]})</td></tr>')
+                rows.append(
+                    f'<tr><td bgcolor="{st["fillcolor"]}" color="{st["color"]}" border="1" '
+                    f'style="rounded">{_esc(text)} ({st["shape"]})</td></tr>'
+                )
         if out_marks:
             rows.append('<tr><td border="2" style="rounded">output: double border, out[i]</td></tr>')
-        dot.node("legend", label='<<table border="0" cellspacing="3" cellpadding="3">'
-                 '<tr><td><font color="#666666">legend</font></td></tr>' + "".join(rows) + "</table>>",
-                 shape="plaintext", fontsize="9")
+        dot.node(
+            "legend",
+            label='<<table border="0" cellspacing="3" cellpadding="3">'
+            '<tr><td><font color="#666666">legend</font></td></tr>' + "".join(rows) + "</table>>",
+            shape="plaintext",
+            fontsize="9",
+        )
     return dot.source
 
 
@@ -598,9 +631,19 @@ def render(
     :class:`GraphvizMissingWarning` says how to install graphviz, and that path is returned.
     """
     target, fmt = _resolve_path(path, format)
-    source = graph_to_dot(outputs, title=title, show_frames=show_frames, max_nodes=max_nodes, collapse=collapse,
-                          scopes=scopes, clusters=clusters, grad_cluster=grad_cluster, legend=legend,
-                          rankdir=rankdir, inline_scalars=inline_scalars)
+    source = graph_to_dot(
+        outputs,
+        title=title,
+        show_frames=show_frames,
+        max_nodes=max_nodes,
+        collapse=collapse,
+        scopes=scopes,
+        clusters=clusters,
+        grad_cluster=grad_cluster,
+        legend=legend,
+        rankdir=rankdir,
+        inline_scalars=inline_scalars,
+    )
     if target.parent and not target.parent.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
     if fmt in DOT_SUFFIXES:
@@ -618,8 +661,13 @@ def render(
         )
         return str(dot_path)
     try:
-        proc = subprocess.run([dot_program, f"-T{fmt}", "-o", str(target)], input=source.encode("utf-8"),
-                              capture_output=True, timeout=timeout, check=False)
+        proc = subprocess.run(
+            [dot_program, f"-T{fmt}", "-o", str(target)],
+            input=source.encode("utf-8"),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired as e:
         raise RuntimeError(
             f"render: dot took more than {timeout}s on {target}; draw fewer nodes (collapse=True, fewer "

@@ -10,7 +10,8 @@ FIXED_NAMES = """placeholder parameter constant grad check_grad compile render p
 add sub mul div neg pow exp log sqrt abs square maximum minimum where clip cast matmul sum mean max min argmax var
 reshape transpose concat stack broadcast_to pad flatten one_hot relu leaky_relu prelu elu sigmoid tanh softplus
 softmax log_softmax logsumexp conv1d conv2d max_pool1d max_pool2d avg_pool2d global_avg_pool2d batch_norm dropout
-embedding mse_loss l1_loss cross_entropy nll_loss binary_cross_entropy binary_cross_entropy_with_logits kl_div""".split()
+embedding mse_loss l1_loss cross_entropy nll_loss binary_cross_entropy
+binary_cross_entropy_with_logits kl_div""".split()
 
 
 @pytest.mark.parametrize("name", FIXED_NAMES)
@@ -31,8 +32,11 @@ def _public_functions():
 @pytest.mark.parametrize("name,fn", list(_public_functions()))
 def test_public_function_is_type_hinted(name, fn):
     sig = inspect.signature(fn)
-    missing = [p.name for p in sig.parameters.values()
-               if p.annotation is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    missing = [
+        p.name
+        for p in sig.parameters.values()
+        if p.annotation is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    ]
     assert not missing, f"symdl.{name}: parameters without type hints: {missing}"
     assert sig.return_annotation is not inspect.Signature.empty, f"symdl.{name}: no return annotation"
 

@@ -44,7 +44,7 @@ def test_text_form_shows_ops_types_names_and_grad_marks():
     text = format_graph([loss, gW])
     for op in ("matmul", "tanh", "sum", "div", "transpose"):
         assert op in text
-    assert line_of(text, x) .startswith(f"%{x.id}")
+    assert line_of(text, x).startswith(f"%{x.id}")
     assert "x = placeholder : float32[?, 4]" in line_of(text, x)
     assert "W = parameter : float32[4, 3]" in line_of(text, W)
     assert gW.name == "dloss/dW"

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from symdl.errors import GraphError
-from symdl.graph import Tensor
-
 from compiler.passes.constant_fold import constant_fold
 from compiler.passes.simplify import simplify
 from compiler.rewrite import RewriteLog
+from symdl.errors import GraphError
+from symdl.graph import Tensor
 
 Pass = Callable[[Sequence[Tensor], RewriteLog], dict[int, Tensor]]
 
@@ -33,9 +32,7 @@ def enabled_passes(switches: Mapping[str, bool] | None) -> list[tuple[str, Pass]
     return [(name, p) for name, p in PASSES if switches.get(name, True)]
 
 
-def run_passes(
-    roots: Sequence[Tensor], switches: Mapping[str, bool] | None, log: RewriteLog
-) -> dict[int, Tensor]:
+def run_passes(roots: Sequence[Tensor], switches: Mapping[str, bool] | None, log: RewriteLog) -> dict[int, Tensor]:
     """Run the enabled passes in order; returns the composed map from the original roots' ids to new nodes."""
     current = {r.id: r for r in roots}
     for _name, p in enabled_passes(switches):

@@ -8,10 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from compiler.rewrite import RewriteLog, rewrite
 from symdl.graph import Constant, Tensor, build_context
 from symdl.ops.modes import ModeSwitch
-
-from compiler.rewrite import RewriteLog, rewrite
 
 MAX_ELEMENTS = 1 << 16
 

@@ -14,11 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from compiler.rewrite import RewriteLog, rewrite
 from symdl.graph import Constant, Tensor, TensorType, apply
 from symdl.ops.elementwise import Add, Cast, Div, Exp, Log, Mul, Neg, StopGradient, Sub
 from symdl.ops.shape import BroadcastLike, ExpandDims, Reshape, ReshapeLike, Squeeze, Transpose, Unbroadcast
-
-from compiler.rewrite import RewriteLog, rewrite
 
 
 def _is_const(t: Tensor, value: float) -> bool:

@@ -566,38 +566,47 @@ def minimum(a: Any, b: Any) -> Tensor:
 
 
 def less(a: Any, b: Any) -> Tensor:
+    """``a < b`` elementwise (bool)."""
     return _binary(Less(), a, b)
 
 
 def less_equal(a: Any, b: Any) -> Tensor:
+    """``a <= b`` elementwise (bool)."""
     return _binary(LessEqual(), a, b)
 
 
 def greater(a: Any, b: Any) -> Tensor:
+    """``a > b`` elementwise (bool)."""
     return _binary(Greater(), a, b)
 
 
 def greater_equal(a: Any, b: Any) -> Tensor:
+    """``a >= b`` elementwise (bool)."""
     return _binary(GreaterEqual(), a, b)
 
 
 def equal(a: Any, b: Any) -> Tensor:
+    """``a == b`` elementwise (bool)."""
     return _binary(Equal(), a, b)
 
 
 def not_equal(a: Any, b: Any) -> Tensor:
+    """``a != b`` elementwise (bool)."""
     return _binary(NotEqual(), a, b)
 
 
 def logical_and(a: Any, b: Any) -> Tensor:
+    """Elementwise logical and (operands are cast to bool)."""
     return apply(LogicalAnd(), cast(as_tensor(a), BOOL), cast(as_tensor(b), BOOL))
 
 
 def logical_or(a: Any, b: Any) -> Tensor:
+    """Elementwise logical or (operands are cast to bool)."""
     return apply(LogicalOr(), cast(as_tensor(a), BOOL), cast(as_tensor(b), BOOL))
 
 
 def logical_not(a: Any) -> Tensor:
+    """Elementwise logical not (the operand is cast to bool)."""
     return apply(LogicalNot(), cast(as_tensor(a), BOOL))
 
 
@@ -607,30 +616,37 @@ def neg(x: Any) -> Tensor:
 
 
 def exp(x: Any) -> Tensor:
+    """``e ** x`` (integers are promoted to float32)."""
     return apply(Exp(), float_operand(x, "exp"))
 
 
 def log(x: Any) -> Tensor:
+    """Natural logarithm (NaN below 0, -inf at 0)."""
     return apply(Log(), float_operand(x, "log"))
 
 
 def log1p(x: Any) -> Tensor:
+    """``log(1 + x)``, accurate near 0."""
     return apply(Log1p(), float_operand(x, "log1p"))
 
 
 def sqrt(x: Any) -> Tensor:
+    """Square root (its gradient is inf at 0)."""
     return apply(Sqrt(), float_operand(x, "sqrt"))
 
 
 def abs(x: Any) -> Tensor:  # noqa: A001 - the op's name
+    """``|x|``; its gradient at 0 is 0, as PyTorch's."""
     return apply(Abs(), as_tensor(x))
 
 
 def sign(x: Any) -> Tensor:
+    """``|x|``; its gradient at 0 is 0, as PyTorch's."""
     return apply(Sign(), as_tensor(x))
 
 
 def square(x: Any) -> Tensor:
+    """``x * x``."""
     return apply(Square(), as_tensor(x))
 
 
@@ -640,22 +656,27 @@ def relu(x: Any) -> Tensor:
 
 
 def leaky_relu(x: Any, negative_slope: float = 0.01) -> Tensor:
+    """``x`` where ``x > 0``, else ``negative_slope * x``."""
     return apply(LeakyRelu(float(negative_slope)), float_operand(x, "leaky_relu"))
 
 
 def elu(x: Any, alpha: float = 1.0) -> Tensor:
+    """``x`` where ``x > 0``, else ``alpha * (exp(x) - 1)``."""
     return apply(Elu(float(alpha)), float_operand(x, "elu"))
 
 
 def sigmoid(x: Any) -> Tensor:
+    """Logistic function ``1 / (1 + exp(-x))`` (stable for large ``|x|``)."""
     return apply(Sigmoid(), float_operand(x, "sigmoid"))
 
 
 def tanh(x: Any) -> Tensor:
+    """Hyperbolic tangent."""
     return apply(Tanh(), float_operand(x, "tanh"))
 
 
 def softplus(x: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """PyTorch's softplus: ``log(1 + exp(beta x)) / beta``; ``x`` where ``beta x > threshold``."""
     return apply(Softplus(float(beta), float(threshold)), float_operand(x, "softplus"))
 
 
@@ -663,10 +684,12 @@ def clip(x: Any, min: float | None = None, max: float | None = None) -> Tensor: 
     """``clamp(x, min, max)``; ``min``/``max`` may be numbers or tensors (then built from maximum/minimum)."""
     t = as_tensor(x)
     if isinstance(min, Tensor) or isinstance(max, Tensor):
+        # as torch.clamp with tensor bounds: x keeps the whole gradient where min <= x <= max (inclusive, no
+        # tie split), a bound gets it where it is active; NaN in x propagates
         if min is not None:
-            t = maximum(t, min)
+            t = where(less(t, min), min, t)
         if max is not None:
-            t = minimum(t, max)
+            t = where(greater(t, max), max, t)
         return t
     if min is None and max is None:
         raise ValueError("clip: at least one of min and max must be given")
@@ -692,14 +715,17 @@ def cast(x: Any, dtype: Any) -> Tensor:
 
 
 def zeros_like(x: Tensor, dtype: Any = None) -> Tensor:
+    """Zeros with ``x``'s (run-time) shape; ``dtype`` defaults to ``x``'s."""
     return apply(FillLike(0.0, None if dtype is None else as_dtype(dtype)), x)
 
 
 def ones_like(x: Tensor, dtype: Any = None) -> Tensor:
+    """Ones with ``x``'s (run-time) shape; ``dtype`` defaults to ``x``'s."""
     return apply(FillLike(1.0, None if dtype is None else as_dtype(dtype)), x)
 
 
 def full_like(x: Tensor, value: float, dtype: Any = None) -> Tensor:
+    """``value`` everywhere, with ``x``'s (run-time) shape; ``dtype`` defaults to ``x``'s."""
     return apply(FillLike(float(value), None if dtype is None else as_dtype(dtype)), x)
 
 

@@ -55,8 +55,12 @@ class ModeSwitch(Op):
         return [apply(sw, g, z), apply(sw, z, g)] + [DISCONNECTED] * (len(inputs) - 2)
 
 
-def mode_switch(train: Tensor, eval: Tensor, updates: dict[Parameter, Tensor] | None = None,  # noqa: A002
-                kind: str = "switch") -> Tensor:
+def mode_switch(
+    train: Tensor,
+    eval: Tensor,
+    updates: dict[Parameter, Tensor] | None = None,  # noqa: A002
+    kind: str = "switch",
+) -> Tensor:
     """``train`` in a train-mode compile, ``eval`` in an eval-mode compile; ``updates`` apply in train mode."""
     updates = updates or {}
     return apply(ModeSwitch(kind, tuple(updates)), train, eval, *updates.values())

@@ -26,7 +26,8 @@ def _axes_or_error(x: Tensor, axis: Any, what: str) -> tuple[int, ...]:
     try:
         return normalize_axes(axis, x.ndim, what)
     except InferError as e:
-        from symdl.errors import ShapeError, user_frame, where as at
+        from symdl.errors import ShapeError, user_frame
+        from symdl.errors import where as at
 
         raise ShapeError(f"{what}: {e}; operand {x.shape}{at(user_frame())}") from None
 
@@ -48,8 +49,14 @@ class Reduce(Op):
 class Sum(Reduce):
     name: ClassVar[str] = "sum"
 
+    def infer(self, x: TensorType) -> TensorType:  # type: ignore[override]
+        # as torch.sum: bool and integer tensors sum to int64 (a bool sum must count, not OR)
+        dt = x.dtype if is_float(x.dtype) else np.dtype("int64")
+        return TensorType(reduced_shape(x.shape, self.axes, self.keepdims), dt)
+
     def perform(self, x):  # type: ignore[no-untyped-def]
-        return np.sum(x, axis=self.axes, keepdims=self.keepdims, dtype=x.dtype)
+        dt = x.dtype if x.dtype.kind == "f" else np.dtype("int64")
+        return np.sum(x, axis=self.axes, keepdims=self.keepdims, dtype=dt)
 
     def grad(self, inputs, output, g):  # type: ignore[no-untyped-def]
         return [broadcast_like(self._expand(g), inputs[0])]
@@ -173,7 +180,8 @@ def argmax(x: Any, axis: int | None = None, keepdims: bool = False) -> Tensor:
         try:
             ax = normalize_axis(axis, t.ndim, "argmax")
         except InferError as e:
-            from symdl.errors import ShapeError, user_frame, where as at
+            from symdl.errors import ShapeError, user_frame
+            from symdl.errors import where as at
 
             raise ShapeError(f"argmax: {e}{at(user_frame())}") from None
     return apply(Argmax(ax, bool(keepdims)), t)
@@ -230,7 +238,8 @@ def matmul(a: Any, b: Any) -> Tensor:
     """NumPy/PyTorch ``matmul``: 1-d operands are promoted to matrices and the added axis removed."""
     x, y = promote(a, b, what="matmul")
     if x.ndim == 0 or y.ndim == 0:
-        from symdl.errors import ShapeError, user_frame, where as at
+        from symdl.errors import ShapeError, user_frame
+        from symdl.errors import where as at
 
         raise ShapeError(f"matmul: operands must not be 0-d; operands: {x.shape}, {y.shape}{at(user_frame())}")
     squeeze_axes = []

@@ -102,6 +102,7 @@ def unbroadcast(g: Tensor, like: Tensor) -> Tensor:
 
 
 def broadcast_like(x: Tensor, like: Tensor) -> Tensor:
+    """Broadcast ``x`` to the run-time shape of ``like``."""
     if x.shape == like.shape:
         return x
     return apply(BroadcastLike(), x, like)
@@ -226,8 +227,12 @@ class Flatten(Op):
         return TensorType(x.shape[: self.start] + (size,) + x.shape[self.end + 1 :], x.dtype)
 
     def perform(self, x):  # type: ignore[no-untyped-def]
-        return x.reshape(x.shape[: self.start] + (-1,) + x.shape[self.end + 1 :]) if x.size else x.reshape(
-            x.shape[: self.start] + (math.prod(x.shape[self.start : self.end + 1]),) + x.shape[self.end + 1 :]
+        return (
+            x.reshape(x.shape[: self.start] + (-1,) + x.shape[self.end + 1 :])
+            if x.size
+            else x.reshape(
+                x.shape[: self.start] + (math.prod(x.shape[self.start : self.end + 1]),) + x.shape[self.end + 1 :]
+            )
         )
 
     def grad(self, inputs, output, g):  # type: ignore[no-untyped-def]
@@ -259,34 +264,49 @@ def reshape(x: Any, shape: Sequence[int]) -> Tensor:
     if sum(1 for d in target if d == -1) > 1 or any(d < -1 for d in target):
         from symdl.errors import ShapeError, user_frame, where
 
-        raise ShapeError(f"reshape: target {tuple(shape)} may hold at most one -1/None and no other negative dim; "
-                         f"operand {t.shape}{where(user_frame())}")
+        raise ShapeError(
+            f"reshape: target {tuple(shape)} may hold at most one -1/None and no other negative dim; "
+            f"operand {t.shape}{where(user_frame())}"
+        )
     if target == t.shape:
         return t
     return apply(Reshape(target), t)
 
 
 def reshape_like(x: Tensor, like: Tensor) -> Tensor:
+    """Reshape ``x`` to the run-time shape of ``like``."""
     if x.shape == like.shape and None not in like.shape:
         return x
     return apply(ReshapeLike(), x, like)
 
 
 def expand_dims(x: Any, axis: int | Sequence[int]) -> Tensor:
+    """Insert size-1 axes at ``axis`` (positions in the output, as ``np.expand_dims``)."""
     t = as_tensor(x)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out_ndim = t.ndim + len(axes)
-    axes = tuple(sorted(a % out_ndim for a in axes))
+    axes = _checked_axes(axes, out_ndim, "expand_dims", t)
     return apply(ExpandDims(axes), t) if axes else t
 
 
+def _checked_axes(axes: Sequence[Any], ndim: int, what: str, t: Tensor) -> tuple[int, ...]:
+    """Normalise ``axes`` for a ``ndim``-d tensor, raising ShapeError (not wrapping) when out of range/repeated."""
+    try:
+        return normalize_axes(tuple(axes), ndim, what)
+    except InferError as e:
+        from symdl.errors import ShapeError, user_frame, where
+
+        raise ShapeError(f"{e}; operand {t.shape}{where(user_frame())}") from None
+
+
 def squeeze(x: Any, axis: int | Sequence[int] | None = None) -> Tensor:
+    """Remove size-1 axes: ``axis`` (int or ints), or every static size-1 axis when ``None``."""
     t = as_tensor(x)
     if axis is None:
         axes = tuple(i for i, d in enumerate(t.shape) if d == 1)
     else:
         axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-        axes = tuple(sorted(a % t.ndim for a in axes))
+        axes = _checked_axes(axes, t.ndim, "squeeze", t)
     return apply(Squeeze(axes), t) if axes else t
 
 
@@ -305,15 +325,23 @@ def flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def transpose(x: Any, *axes: Any) -> Tensor:
-    """Permute axes. ``transpose(x)`` reverses them; ``transpose(x, perm)`` or ``transpose(x, *perm)`` applies a
-    permutation; ``transpose(x, dim0, dim1)`` on a tensor of more than 2 dims swaps two dims (PyTorch)."""
+    """Permute axes. ``transpose(x)`` reverses them; ``transpose(x, perm)`` (a tuple/list) or ``transpose(x, *perm)``
+    with 3+ ints applies a permutation; ``transpose(x, dim0, dim1)`` (two ints) swaps two dims, as PyTorch's."""
     t = as_tensor(x)
-    if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+    as_perm = len(axes) == 1 and isinstance(axes[0], (tuple, list))
+    if as_perm:
         axes = tuple(axes[0])
+    if any(not isinstance(a, (int, np.integer)) or not -max(t.ndim, 1) <= a < max(t.ndim, 1) for a in axes):
+        from symdl.errors import ShapeError, user_frame, where
+
+        raise ShapeError(
+            f"transpose: axes {tuple(axes)} out of range for the {t.ndim} axes of {t.shape}{where(user_frame())}"
+        )
     if not axes:
         perm = tuple(reversed(range(t.ndim)))
-    elif len(axes) == 2 and t.ndim != 2:
-        d0, d1 = (a % t.ndim for a in axes)
+    elif len(axes) == 2 and not as_perm and t.ndim >= 2:
+        # torch.transpose(x, dim0, dim1): swap two dims (for a 2-d tensor, x.transpose(0, 1) is x.T as in torch)
+        d0, d1 = (int(a) % t.ndim for a in axes)
         p = list(range(t.ndim))
         p[d0], p[d1] = p[d1], p[d0]
         perm = tuple(p)
@@ -322,14 +350,16 @@ def transpose(x: Any, *axes: Any) -> Tensor:
         if sorted(perm) != list(range(t.ndim)):
             from symdl.errors import ShapeError, user_frame, where
 
-            raise ShapeError(f"transpose: {tuple(axes)} is not a permutation of the {t.ndim} axes of {t.shape}"
-                             f"{where(user_frame())}")
+            raise ShapeError(
+                f"transpose: {tuple(axes)} is not a permutation of the {t.ndim} axes of {t.shape}{where(user_frame())}"
+            )
     if perm == tuple(range(t.ndim)):
         return t
     return apply(Transpose(perm), t)
 
 
 def swapaxes(x: Tensor, a: int, b: int) -> Tensor:
+    """Swap axes ``a`` and ``b``."""
     p = list(range(x.ndim))
     p[a], p[b] = p[b], p[a]
     return transpose(x, tuple(p))
@@ -433,7 +463,7 @@ def stack(tensors: Sequence[Any], axis: int = 0) -> Tensor:
     ts = promote(*tensors, what="stack")
     if not ts:
         raise ValueError("stack: needs at least one tensor")
-    ax = axis % (ts[0].ndim + 1)
+    ax = _checked_axes((axis,), ts[0].ndim + 1, "stack", ts[0])[0]
     return concat([expand_dims(t, ax) for t in ts], axis=ax)
 
 
@@ -446,9 +476,7 @@ class Pad(Op):
     name: ClassVar[str] = "pad"
 
     def infer(self, x: TensorType) -> TensorType:  # type: ignore[override]
-        return TensorType(
-            tuple(None if d is None else d + b + a for d, (b, a) in zip(x.shape, self.pads)), x.dtype
-        )
+        return TensorType(tuple(None if d is None else d + b + a for d, (b, a) in zip(x.shape, self.pads)), x.dtype)
 
     def perform(self, x):  # type: ignore[no-untyped-def]
         return np.pad(x, self.pads, mode="constant", constant_values=x.dtype.type(self.value))
@@ -553,14 +581,20 @@ def getitem(x: Tensor, index: Any) -> Tensor:
         if i is None:
             new_axes.append(out_axis)
             out_axis += 1
+        elif isinstance(i, (bool, np.bool_)):
+            raise TypeError(
+                f"getitem: boolean index {i!r} is not supported (NumPy/PyTorch read it as a mask, not as the int 0/1)"
+            )
         elif isinstance(i, (int, np.integer)):
             spec.append(int(i))
         elif isinstance(i, slice):
             spec.append((i.start, i.stop, i.step))
             out_axis += 1
         else:
-            raise TypeError(f"getitem: unsupported index {i!r} (ints, slices, ... and None are supported; "
-                            "use symdl.embedding/gather for tensor indices)")
+            raise TypeError(
+                f"getitem: unsupported index {i!r} (ints, slices, ... and None are supported; "
+                "use symdl.embedding/gather for tensor indices)"
+            )
     t = x
     if any(s != (None, None, None) for s in spec):
         t = apply(Slice(tuple(spec)), x)
