@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.modes import resolve_modes
+from compiler.rewrite import RewriteLog, rewrite
 from symdl.errors import GraphError, where
-from symdl.graph import Parameter, Tensor, constant, describe, is_placeholder, toposort
+from symdl.graph import Constant, Parameter, Tensor, build_context, constant, describe, is_placeholder, toposort
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Program:
     order: list[Tensor]  # every node needed, inputs before consumers
     mode: str
     implicit_updates: list[Parameter] = field(default_factory=list)
+    log: RewriteLog = field(default_factory=RewriteLog)  # what each pass did, and why
 
     def __str__(self) -> str:
         lines = [f"Program(mode={self.mode}, {len(self.order)} nodes)"]
@@ -46,8 +48,20 @@ def _as_list(x: Any, what: str) -> list[Tensor]:
 
 
 def build_program(
-    inputs: Any, outputs: Any, updates: Mapping[Parameter, Any] | None = None, mode: str = "train"
+    inputs: Any,
+    outputs: Any,
+    updates: Mapping[Parameter, Any] | None = None,
+    mode: str = "train",
+    passes: Mapping[str, bool] | None = None,
+    freeze_parameters: bool = False,
 ) -> Program:
+    """Validate a compile request and lower it to a Program.
+
+    ``passes``: ``None`` runs no graph pass (the reference semantics, as written); a mapping runs every pass of
+    :data:`compiler.passes.PASSES` except those switched off (``{"fold_bn": False}``). ``freeze_parameters``
+    (eval mode only) turns every parameter into a constant holding its current value, so constant folding can
+    precompute everything that depends only on weights (folded BatchNorm weights, for instance).
+    """
     ins = _as_list(inputs, "inputs")
     outs = _as_list(outputs, "outputs")
     seen: set[int] = set()
@@ -85,6 +99,19 @@ def build_program(
                 "implicitly (BatchNorm running statistics / dropout RNG state) in train mode"
             )
     all_updates = new_explicit + list(implicit.items())
+    log = RewriteLog()
+    if freeze_parameters:
+        if mode != "eval" or all_updates:
+            raise GraphError("compile: freeze_parameters=True needs mode='eval' and no updates")
+        frozen = freeze(new_outs, log)
+        new_outs = [frozen[t.id] for t in new_outs]
+    if passes is not None:
+        from compiler.passes import run_passes
+
+        roots = new_outs + [v for _, v in all_updates]
+        mapped = run_passes(roots, passes, log)
+        new_outs = [mapped[t.id] for t in new_outs]
+        all_updates = [(p, mapped[v.id]) for p, v in all_updates]
     order = toposort(new_outs + [v for _, v in all_updates])
     for n in order:
         if is_placeholder(n) and n.id not in seen:
@@ -92,4 +119,18 @@ def build_program(
                 f"compile: the outputs need placeholder {n.label()} {describe(n)}, which is not in "
                 f"inputs{where(n.frame)}"
             )
-    return Program(ins, new_outs, all_updates, order, mode, list(implicit))
+    return Program(ins, new_outs, all_updates, order, mode, list(implicit), log)
+
+
+def freeze(roots: list[Tensor], log: RewriteLog) -> dict[int, Tensor]:
+    """Replace every parameter under ``roots`` by a constant holding a copy of its current value."""
+
+    def replace(node: Tensor, ins: Any) -> Tensor | None:
+        if not isinstance(node, Parameter):
+            return None
+        with build_context(node.role, node.frame):
+            c = Constant(node.value, name=node.name)
+        log.record("freeze_parameters", node, c)
+        return c
+
+    return rewrite(roots, replace)

@@ -47,6 +47,8 @@ def compile(  # noqa: A001 - the API name
     target: str = "reference",
     mode: str = "train",
     check_numerics: bool = False,
+    passes: Mapping[str, bool] | None = None,
+    freeze_parameters: bool = False,
 ) -> Function:
     """Compile a graph into ``f(*arrays) -> list of arrays``.
 
@@ -57,6 +59,10 @@ def compile(  # noqa: A001 - the API name
       statistics, dropout is the identity).
     - ``target``: ``"reference"`` (the NumPy interpreter).
     - ``check_numerics``: raise at the first op (forward or gradient) producing NaN/Inf, naming its line.
+    - ``passes``: graph passes to run, all by default on compiled targets and none on ``"reference"``;
+      switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``).
+    - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
+      current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
     """
     from compiler.program import build_program
 
@@ -65,7 +71,9 @@ def compile(  # noqa: A001 - the API name
             f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)} "
             "(the Numba 'cpu' and 'cuda' targets are not implemented yet)"
         )
-    program = build_program(inputs, outputs, updates, mode)
+    if passes is None and target != "reference":
+        passes = {}
+    program = build_program(inputs, outputs, updates, mode, passes=passes, freeze_parameters=freeze_parameters)
     from runtime.reference import ReferenceFunction
 
     return Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)

@@ -3,6 +3,10 @@
 Each pass takes the roots of a graph (outputs and update values) and returns a node map ``{old id: new
 node}`` built with :func:`compiler.rewrite.rewrite`, logging every replacement with its reason. Every pass
 can be switched off by name: ``compile(..., passes={"simplify": False})``.
+
+Common-subexpression elimination and dead-code elimination are structural rather than passes: nodes are
+hash-consed (identical op + identical inputs is one node, also after every rewrite), and a Program is built
+by walking back from its outputs and update values, so dead nodes never enter it.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 from compiler.passes.constant_fold import constant_fold
+from compiler.passes.fold_bn import fold_bn
 from compiler.passes.simplify import simplify
 from compiler.rewrite import RewriteLog
 from symdl.errors import GraphError
@@ -19,6 +24,7 @@ Pass = Callable[[Sequence[Tensor], RewriteLog], dict[int, Tensor]]
 
 PASSES: list[tuple[str, Pass]] = [
     ("simplify", simplify),
+    ("fold_bn", fold_bn),
     ("constant_fold", constant_fold),
 ]
 PASS_NAMES = tuple(name for name, _ in PASSES)
