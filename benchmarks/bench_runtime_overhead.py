@@ -1,0 +1,77 @@
+"""Runtime overhead per kernel launch of the CPU runtime (runtime/cpu.py), with trivial kernels.
+
+Builds a chain of ``n`` tiny nodes, pairs each with a trivial hand-written kernel (a no-op, or ``np.negative``
+on 4 elements) and measures:
+
+- ``call``: wall time of a whole call (validation, input copy, kernel loop, output copy) divided by ``n``;
+- ``overhead``: from ``CpuFunction.profile``: (call time - time inside kernels) / launches.
+
+The target is <= 20 us of runtime overhead per kernel launch. Run: ``python benchmarks/bench_runtime_overhead.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import symdl as sd
+from compiler.kernels import CompiledKernel, Kernel
+from compiler.program import build_program
+from runtime.cpu import CpuFunction
+from runtime.plan import build_plan
+
+
+def chain_function(n: int, trivial: str) -> tuple[CpuFunction, np.ndarray]:
+    """A CpuFunction over ``n`` chained ``neg`` nodes whose kernels are ``trivial`` ("noop" or "negative")."""
+    x = sd.placeholder((None,), dtype="float64", name="x")
+    t, nodes = x, []
+    for _ in range(n):
+        t = -t
+        nodes.append(t)
+    program = build_program([x], [t])
+
+    def noop(a: np.ndarray, out: np.ndarray) -> None:
+        return None
+
+    def negative(a: np.ndarray, out: np.ndarray) -> None:
+        np.negative(a, out=out)
+
+    run = noop if trivial == "noop" else negative
+    kernels = [CompiledKernel(Kernel("elementwise", [nd], [nd.inputs[0]], [nd], k), run) for k, nd in enumerate(nodes)]
+    return CpuFunction(build_plan(program, kernels)), np.ones(4)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernels", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=200)
+    args = ap.parse_args()
+    for trivial in ("noop", "negative"):
+        fn, x = chain_function(args.kernels, trivial)
+        fn(x)  # instantiate
+        t0 = time.perf_counter()
+        for _ in range(args.repeat):
+            fn(x)
+        call = (time.perf_counter() - t0) / args.repeat
+        prof = fn.profile(x, repeat=args.repeat)
+        print(
+            f"{trivial:>8}: {args.kernels} kernels, call {call * 1e6:8.1f} us = {call / args.kernels * 1e6:5.2f} us "
+            f"per kernel; profiled overhead {prof.overhead_per_launch_s * 1e6:5.2f} us per launch "
+            f"(kernel body {prof.kernel_s / prof.calls / args.kernels * 1e6:5.2f} us)"
+        )
+    fn, x = chain_function(4, "negative")
+    fn(x)
+    print(f"per-call fixed cost, 4 kernels: {min(_time(fn, x) for _ in range(5)) * 1e6:.1f} us")
+
+
+def _time(fn: CpuFunction, x: np.ndarray, n: int = 200) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn(x)
+    return (time.perf_counter() - t0) / n
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""The compiled-target pipeline: Program → fused kernels → generated code → Plan.
+
+    build_program (validate, resolve modes, graph passes)    compiler/program.py, compiler/passes/
+    fuse          (partition into kernels, explain log)      compiler/fusion.py
+    codegen       (one CompiledKernel per kernel)            compiler/codegen/<target>/
+    build_plan    (steps over value slots)                   runtime/plan.py
+
+Memory planning happens per concrete shape signature when the runtime instantiates the plan
+(compiler/memory.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from compiler.kernels import CompiledKernel, Kernel
+from compiler.program import Program
+
+
+@dataclass
+class Lowered:
+    program: Program
+    kernels: list[Kernel]
+    compiled: list[CompiledKernel]
+    fusion_log: list[str]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+
+def lower_cpu(program: Program) -> Lowered:
+    """Fuse and generate CPU (Numba) kernels for ``program``."""
+    from compiler.codegen.cpu import build_kernel
+    from compiler.fusion import fuse
+
+    t0 = time.perf_counter()
+    log: list[str] = []
+    kernels = fuse(program, log)
+    t1 = time.perf_counter()
+    compiled = [build_kernel(k) for k in kernels]
+    t2 = time.perf_counter()
+    return Lowered(program, kernels, compiled, log, {"fusion": t1 - t0, "codegen": t2 - t1})
