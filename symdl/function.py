@@ -10,7 +10,7 @@ import numpy as np
 from symdl.errors import GraphError
 from symdl.graph import Parameter, Tensor
 
-TARGETS = ("reference",)
+TARGETS = ("reference", "cpu")
 
 
 class Function:
@@ -20,6 +20,7 @@ class Function:
         self.program = program
         self.target = target
         self._executor = executor
+        self.lowered: Any = None  # compiled targets: kernels, fusion log, compile timings
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         return self._executor(*arrays)
@@ -69,11 +70,21 @@ def compile(  # noqa: A001 - the API name
     if target not in TARGETS:
         raise GraphError(
             f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)} "
-            "(the Numba 'cpu' and 'cuda' targets are not implemented yet)"
+            "(the numba.cuda 'cuda' target is not implemented yet)"
         )
     if passes is None and target != "reference":
         passes = {}
     program = build_program(inputs, outputs, updates, mode, passes=passes, freeze_parameters=freeze_parameters)
+    if target == "cpu":
+        from compiler.lower import lower_cpu
+        from runtime.cpu import CpuFunction
+        from runtime.plan import build_plan
+
+        lowered = lower_cpu(program)
+        executor = CpuFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
+        fn = Function(program, executor, target)
+        fn.lowered = lowered
+        return fn
     from runtime.reference import ReferenceFunction
 
     return Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)

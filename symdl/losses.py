@@ -298,7 +298,7 @@ class CheckProbabilities(Op):
             pos = tuple(int(i) for i in np.argwhere(~ok)[0])
             raise OpRuntimeError(
                 f"{self.what}: all elements of the input must be probabilities in [0, 1]; "
-                f"found {x[pos]!r} at position {list(pos)} ({int((~ok).sum())} of {x.size} "
+                f"found {x[pos].item()!r} at position {list(pos)} ({int((~ok).sum())} of {x.size} "
                 "entries are outside)"
             )
         return x

@@ -1,0 +1,90 @@
+"""Benchmark the CPU convolution kernels: im2col + GEMM vs the direct loop nest, on LeNet-like layers.
+
+Run: ``python benchmarks/bench_conv_kernels.py [--batch 64] [--repeat 30] [--dtype float32]``. Prints, per layer
+and op, the median time of each algorithm's parallel ``run`` (and the NumPy reference ``perform``), then the
+per-call Python overhead of ``run`` (the wrapper around the compiled kernel) on a tiny input. Not run by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+import symdl as sd
+from compiler.codegen.cpu import library_linalg as L
+from symdl.graph import apply
+from symdl.ops.conv import Conv, ConvGradInput, ConvGradWeight
+
+# name: (input shape without batch, weight shape, stride, padding, dilation, groups)
+LAYERS = {
+    "lenet-conv1 1->6 5x5 28x28": ((1, 28, 28), (6, 1, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "lenet-conv2 6->16 5x5 12x12": ((6, 12, 12), (16, 6, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "depthwise 32ch 3x3 16x16 p1": ((32, 16, 16), (32, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 32),
+    "conv 32->64 3x3 16x16 s2 p1": ((32, 16, 16), (64, 32, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
+}
+
+
+def median_time(fn, repeat: int, *args) -> float:
+    fn(*args)  # compile / warm up
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def layer_cases(cfg, batch: int, dtype: str, rng):
+    xs, ws, *props = cfg
+    x_t = sd.placeholder((None, *xs), dtype=dtype)
+    w_t = sd.placeholder(ws, dtype=dtype)
+    g_t = sd.placeholder((None, ws[0], None, None), dtype=dtype)
+    x = rng.standard_normal((batch, *xs)).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    y = Conv(*props).perform(x, w)
+    g = rng.standard_normal(y.shape).astype(dtype)
+    return [
+        ("forward", apply(Conv(*props), x_t, w_t), [x, w], y.shape),
+        ("grad_input", apply(ConvGradInput(*props), g_t, w_t, x_t), [g, w, x], x.shape),
+        ("grad_weight", apply(ConvGradWeight(*props), x_t, g_t, w_t), [x, g, w], w.shape),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--repeat", type=int, default=30)
+    ap.add_argument("--dtype", default="float32")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    import numba
+
+    print(f"batch {args.batch}, {args.dtype}, numba threads {numba.get_num_threads()}, median of {args.repeat}")
+    print(f"{'layer':30s} {'op':12s} {'im2col ms':>10s} {'direct ms':>10s} {'numpy ms':>10s}  faster")
+    for name, cfg in LAYERS.items():
+        for op, node, arrays, out_shape in layer_cases(cfg, args.batch, args.dtype, rng):
+            out = np.empty(out_shape, args.dtype)
+            ms = {}
+            for algo in ("im2col", "direct"):
+                run = L.conv_impl(node, algo).run
+                ms[algo] = 1e3 * median_time(run, args.repeat, *arrays, out)
+            ms["numpy"] = 1e3 * median_time(node.op.perform, max(3, args.repeat // 5), *arrays)
+            best = min(("im2col", "direct"), key=ms.get)
+            print(f"{name:30s} {op:12s} {ms['im2col']:10.3f} {ms['direct']:10.3f} {ms['numpy']:10.3f}  {best}")
+
+    # Python overhead of run: the same tiny call through run and straight into the compiled kernel
+    _, node, arrays, out_shape = layer_cases(LAYERS["lenet-conv1 1->6 5x5 28x28"], 1, args.dtype, rng)[0]
+    small = [np.ascontiguousarray(a[..., :6, :6]) for a in arrays[:1]] + arrays[1:]
+    out = np.empty((1, 6, 2, 2), args.dtype)
+    impl = L.conv_impl(node, "direct")
+    kernel, geom = impl.dispatchers[0], L._conv_geom(node.op)
+    n = 20000
+    t_run = median_time(lambda: [impl.run(*small, out) for _ in range(n)], 5) / n
+    t_ker = median_time(lambda: [kernel(*small, out, geom, 1) for _ in range(n)], 5) / n
+    print(f"\nrun() Python overhead on a tiny conv: {1e6 * (t_run - t_ker):.2f} us (run {1e6 * t_run:.2f} us)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Numba code generation for fused elementwise kernels.
+
+A fused group becomes one module with two functions over the same loop nest: ``kernel_parallel`` (the
+outermost loop is a ``numba.prange``; every iteration writes a disjoint slice, there are no reductions) and
+its serial twin ``kernel_serial``. The signature is ``(in0, in1, ..., out0, out1, ...)``; loop sizes are
+read from ``out0.shape`` at run time (only the rank is static), so a new batch size never recompiles. Each
+input is indexed with its broadcast pattern: it lacks the leading loop axes it does not have, and reads index
+0 on axes where its static dim is 1 and the loop's is not (a ``None`` dim counts as full-size). Member values
+are scalar locals computed once each, in topological order; every input is loaded before any output is
+stored, so an output may share memory with a same-shaped input.
+
+The source depends only on the kernel's structure (names are positional: ``in0``, ``x0``, ``v3``), so the
+content-addressed cache (:mod:`compiler.codegen.cache`) and Numba's disk cache hit across processes and
+across graphs with the same structure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from compiler.codegen.cache import NJIT_FLAGS, load_module
+from compiler.codegen.scalar import prelude, scalar_expr
+from compiler.kernels import CompiledKernel, Kernel
+from symdl.graph import Tensor
+from symdl.ops.elementwise import FillLike
+
+#: loops with more elements than this run the parallel function
+PARALLEL_THRESHOLD = 2**15
+
+_INDENT = "    "
+
+
+def loop_shape(kernel: Kernel) -> tuple:
+    """The static loop shape of an elementwise kernel (every member has it)."""
+    return tuple(kernel.nodes[-1].shape)
+
+
+def _index(t: Tensor, shape: tuple) -> tuple[str, int]:
+    """The index reading input ``t`` inside a loop over ``shape`` (NumPy broadcasting), and its loop depth:
+    the number of loops that must be open before the load (0: invariant, hoisted above every loop)."""
+    rank = len(shape)
+    if t.ndim == 0:
+        return "()", 0
+    parts = []
+    depth = 0
+    for a, d in enumerate(t.shape):
+        axis = rank - t.ndim + a
+        if d == 1 and shape[axis] != 1:
+            parts.append("0")
+        else:
+            parts.append(f"i{axis}")
+            depth = axis + 1
+    return ", ".join(parts), depth
+
+
+def _statements(kernel: Kernel, shape: tuple) -> list[list[str]]:
+    """The statements of the loop nest, by depth: loads and member values sit at the shallowest loop where
+    they are invariant (loop-invariant code motion; also keeps 0-d loads out of ``prange`` bodies), stores at
+    the innermost."""
+    rank = len(shape)
+    levels: list[list[str]] = [[] for _ in range(rank + 1)]
+    names: dict[int, str] = {}
+    depth: dict[int, int] = {}
+    used = {i.id for n in kernel.nodes for i in n.inputs}
+    for j, t in enumerate(kernel.inputs):
+        if t.id in used and t.id not in names:
+            idx, d = _index(t, shape)
+            names[t.id], depth[t.id] = f"x{j}", d
+            levels[d].append(f"x{j} = in{j}[{idx}]")
+    for k, n in enumerate(kernel.nodes):
+        args = [names[i.id] for i in n.inputs]
+        d = 0 if isinstance(n.op, FillLike) else max((depth[i.id] for i in n.inputs), default=0)
+        names[n.id], depth[n.id] = f"v{k}", d
+        levels[d].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
+    store_idx = ", ".join(f"i{a}" for a in range(rank)) if rank else "()"
+    for j, t in enumerate(kernel.outputs):
+        levels[rank].append(f"out{j}[{store_idx}] = {names[t.id]}")
+    return levels
+
+
+def _function(name: str, kernel: Kernel, shape: tuple, parallel: bool) -> list[str]:
+    rank = len(shape)
+    params = [f"in{j}" for j in range(len(kernel.inputs))] + [f"out{j}" for j in range(len(kernel.outputs))]
+    flags = NJIT_FLAGS + (", parallel=True" if parallel else "")
+    lines = [f"@numba.njit({flags})", f"def {name}({', '.join(params)}):"]
+    lines += [_INDENT + f"n{a} = out0.shape[{a}]" for a in range(rank)]
+    levels = _statements(kernel, shape)
+    for d, stmts in enumerate(levels):
+        lines += [_INDENT * (d + 1) + s for s in stmts]
+        if d < rank:
+            rng = "numba.prange" if parallel and d == 0 else "range"
+            lines.append(_INDENT * (d + 1) + f"for i{d} in {rng}(n{d}):")
+    return lines
+
+
+def emit_source(kernel: Kernel) -> str:
+    """The generated module of an elementwise kernel (a parallel function for loops of rank >= 1)."""
+    shape = loop_shape(kernel)
+    ops = "+".join(n.op.name for n in kernel.nodes)
+    lines = [f'"""symdl elementwise kernel: {ops}; loop rank {len(shape)}."""', "", prelude()]
+    if shape:
+        lines += _function("kernel_parallel", kernel, shape, parallel=True) + ["", ""]
+    lines += _function("kernel_serial", kernel, shape, parallel=False)
+    return "\n".join(lines) + "\n"
+
+
+def _dispatch(parallel: Callable, serial: Callable, out_pos: int, threshold: int) -> Callable[..., None]:
+    def run(*args: object) -> None:
+        if args[out_pos].size > threshold:  # type: ignore[attr-defined]
+            parallel(*args)
+        else:
+            serial(*args)
+
+    return run
+
+
+def build_elementwise(kernel: Kernel, inplace: dict[int, int] | None = None) -> CompiledKernel:
+    """Generate, cache and load the Numba kernel of an elementwise group.
+
+    ``run(*inputs, *outputs)`` picks the parallel function when the loop has more than
+    :data:`PARALLEL_THRESHOLD` elements. ``inplace`` (output index -> input index sharing its memory) needs no
+    special code: every element's inputs are loaded before its outputs are stored.
+    """
+    source = emit_source(kernel)
+    mod = load_module(source, kernel.name)
+    serial = mod.kernel_serial
+    if not loop_shape(kernel):
+        return CompiledKernel(kernel, run=serial, serial=serial, source=source, dispatchers=[serial])
+    par = mod.kernel_parallel
+    run = _dispatch(par, serial, len(kernel.inputs), PARALLEL_THRESHOLD)
+    return CompiledKernel(kernel, run=run, serial=serial, source=source, parallel=True, dispatchers=[par, serial])

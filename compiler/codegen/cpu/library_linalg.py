@@ -1,0 +1,759 @@
+"""CPU library kernels for matmul, convolution and pooling (Numba).
+
+Conventions (see :mod:`compiler.codegen.cpu.library`): a factory sees the node once per compile and returns
+``run(*inputs, out)``; ``run`` makes its inputs C-contiguous (a copy only when they are not), reshapes them to
+the canonical rank the kernels take, and calls one ``numba.njit(cache=True)`` module-level function. Nothing
+shape-dependent is baked into a compiled function: sizes are read from the arrays (the output buffer gives the
+output sizes), only the op's props (stride, padding, dilation, groups, window) are passed, as one int tuple.
+So a new batch size or image size never recompiles; Numba specialises on dtype (float32/float64) only.
+
+- **matmul**: BLAS through ``np.dot(a, b, out)`` inside njit. A rank-2 right operand folds the left operand's
+  batch dims into its rows (one GEMM); otherwise one GEMM per broadcast batch element.
+- **conv** (1-d is run as 2-d with a unit height): ``im2col`` + one GEMM per group, or a direct loop nest for
+  thin grouped convolutions such as depthwise (:data:`CONV_ALGOS`, :func:`default_conv_algo`).
+- **pooling**: one loop nest per ``(n, c)`` plane; the max-pool family shares :func:`_window_argmax` (the first
+  maximum in row-major window order, NaN wins, as ``np.argmax`` in the reference).
+
+Parallel kernels use ``prange`` only over disjoint output slices (batch samples, planes or output channels);
+each has a serial twin built from the same per-slice helper (``_par`` / ``_ser`` pairs) that tests compare.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+from numba import njit, prange
+
+from compiler.codegen.cpu.library import LibraryImpl, register
+from symdl.graph import Tensor
+from symdl.ops.conv import Conv, ConvGradInput, ConvGradWeight
+from symdl.ops.pool import AvgPool, AvgPoolGrad, MaxPool, MaxPoolGather, MaxPoolGrad, MaxPoolIndices
+from symdl.ops.reduce import MatMul
+
+__all__ = [
+    "CONV_ALGOS",
+    "DIRECT_MAX_GROUP_GEMM",
+    "PARALLEL_MIN_SIZE",
+    "conv_impl",
+    "default_conv_algo",
+    "matmul_factory",
+    "conv_factory",
+    "conv_grad_input_factory",
+    "conv_grad_weight_factory",
+    "max_pool_factory",
+    "max_pool_grad_factory",
+    "max_pool_gather_factory",
+    "max_pool_indices_factory",
+    "avg_pool_factory",
+    "avg_pool_grad_factory",
+]
+
+
+#: Calls whose first input has fewer elements run the serial twin: waking the worker threads costs more than
+#: it saves (a tiny parallel max-pool measured ~200 us against ~3 us serial on a busy 2-core machine).
+PARALLEL_MIN_SIZE = 1 << 15
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when C-contiguous, else a C-contiguous copy (kernels are compiled for 'C' layout only)."""
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def _as4d(a: np.ndarray) -> np.ndarray:
+    """(N, C, L) → the (N, C, 1, L) view (1-d convolution and pooling run as 2-d)."""
+    s = a.shape
+    return a.reshape(s[0], s[1], 1, s[2])
+
+
+@njit(cache=True)
+def _valid_range(off: int, step: int, size: int, nout: int) -> tuple[int, int]:
+    """The ``[lo, hi)`` range of ``o`` in ``[0, nout)`` for which ``o * step + off`` lies in ``[0, size)``."""
+    lo = 0 if off >= 0 else (-off + step - 1) // step
+    last = size - 1 - off
+    hi = 0 if last < 0 else min(nout, last // step + 1)
+    return lo, max(lo, hi)
+
+
+# ----------------------------------------------------------------------------------------------------
+# MatMul
+# ----------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _matmul2d(a, b, out):  # noqa: ANN001, ANN202
+    """``out = a @ b`` for C-contiguous (m, k), (k, n), (m, n): one BLAS GEMM."""
+    np.dot(a, b, out)
+
+
+@njit(cache=True)
+def _matmul_batched(a, b, out, a_idx, b_idx):  # noqa: ANN001, ANN202
+    """``out[i] = a[a_idx[i]] @ b[b_idx[i]]`` over 3-d C-contiguous stacks (broadcast by the index maps)."""
+    for i in range(out.shape[0]):
+        np.dot(a[a_idx[i]], b[b_idx[i]], out[i])
+
+
+def _batch_maps(a_batch: tuple[int, ...], b_batch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """For each element of the broadcast batch (row-major), the flat batch index into ``a`` and into ``b``."""
+    shape = np.broadcast_shapes(a_batch, b_batch)
+    ia = np.broadcast_to(np.arange(math.prod(a_batch), dtype=np.int64).reshape(a_batch), shape)
+    ib = np.broadcast_to(np.arange(math.prod(b_batch), dtype=np.int64).reshape(b_batch), shape)
+    return np.ascontiguousarray(ia).reshape(-1), np.ascontiguousarray(ib).reshape(-1)
+
+
+@register(MatMul)
+def matmul_factory(node: Tensor) -> LibraryImpl:
+    """``a @ b`` with NumPy matmul semantics (rank >= 2, broadcast batch dims)."""
+    a_t, b_t = node.inputs
+    if b_t.ndim == 2:
+
+        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+            rows = math.prod(a.shape[:-1])
+            _matmul2d(_c(a).reshape(rows, a.shape[-1]), _c(b), out.reshape(rows, out.shape[-1]))
+
+        return LibraryImpl(run, [_matmul2d])
+
+    maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # per (a batch, b batch) shape: the index maps
+
+    def run_batched(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        ab, bb = a.shape[:-2], b.shape[:-2]
+        key = (ab, bb)
+        m = maps.get(key)
+        if m is None:
+            m = maps[key] = _batch_maps(ab, bb)
+        a3 = _c(a).reshape(math.prod(ab), *a.shape[-2:])
+        b3 = _c(b).reshape(math.prod(bb), *b.shape[-2:])
+        _matmul_batched(a3, b3, out.reshape(len(m[0]), *out.shape[-2:]), m[0], m[1])
+
+    return LibraryImpl(run_batched, [_matmul_batched])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolution: shared pieces. ``geom = (sh, sw, ph, pw, dh, dw)``: stride, leading padding, dilation.
+# Input position of output pixel o, tap t along a dim: ``o * s - p + t * d``.
+# ----------------------------------------------------------------------------------------------------
+
+
+def _conv_geom(op: Conv | ConvGradInput | ConvGradWeight) -> tuple[int, int, int, int, int, int]:
+    """The op's props as the 2-d ``geom`` tuple (a 1-d op gets a unit height: stride 1, no padding)."""
+    if len(op.stride) == 1:
+        return (1, op.stride[0], 0, op.padding[0][0], 1, op.dilation[0])
+    (sh, sw), (dh, dw) = op.stride, op.dilation
+    return (sh, sw, op.padding[0][0], op.padding[1][0], dh, dw)
+
+
+@njit(cache=True)
+def _im2col_one(x, cols, i, kh, kw, oh, ow, geom):  # noqa: ANN001, ANN202
+    """Sample ``i`` of ``x`` (N, C, H, W) into columns ``i*P .. (i+1)*P`` of ``cols`` (C*kh*kw, N*P)."""
+    sh, sw, ph, pw, dh, dw = geom
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    base = i * oh * ow
+    for c in range(c_in):
+        for a in range(kh):
+            for b in range(kw):
+                r = (c * kh + a) * kw + b
+                off = b * dw - pw
+                lo, hi = _valid_range(off, sw, w, ow)
+                for y in range(oh):
+                    iy = y * sh - ph + a * dh
+                    col = base + y * ow
+                    if iy < 0 or iy >= h:
+                        for xo in range(ow):
+                            cols[r, col + xo] = 0
+                        continue
+                    for xo in range(lo):
+                        cols[r, col + xo] = 0
+                    for xo in range(lo, hi):
+                        cols[r, col + xo] = x[i, c, iy, xo * sw + off]
+                    for xo in range(hi, ow):
+                        cols[r, col + xo] = 0
+
+
+@njit(cache=True)
+def _col2im_one(dcols, dx, i, kh, kw, oh, ow, geom):  # noqa: ANN001, ANN202
+    """Sample ``i`` of ``dx`` (N, C, H, W) = the sum of columns ``i*P .. (i+1)*P`` of ``dcols`` at their taps."""
+    sh, sw, ph, pw, dh, dw = geom
+    c_in, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    base = i * oh * ow
+    dx[i] = 0
+    for c in range(c_in):
+        for a in range(kh):
+            for b in range(kw):
+                r = (c * kh + a) * kw + b
+                off = b * dw - pw
+                lo, hi = _valid_range(off, sw, w, ow)
+                for y in range(oh):
+                    iy = y * sh - ph + a * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    col = base + y * ow
+                    for xo in range(lo, hi):
+                        dx[i, c, iy, xo * sw + off] += dcols[r, col + xo]
+
+
+@njit(cache=True)
+def _nchw_to_cols(g, gt, i):  # noqa: ANN001, ANN202
+    """Sample ``i`` of ``g`` (N, O, OH, OW) into columns ``i*P .. (i+1)*P`` of ``gt`` (O, N*P)."""
+    o_n, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    p = oh * ow
+    for o in range(o_n):
+        for y in range(oh):
+            for xo in range(ow):
+                gt[o, i * p + y * ow + xo] = g[i, o, y, xo]
+
+
+@njit(cache=True)
+def _cols_to_nchw(tmp, out, i):  # noqa: ANN001, ANN202
+    """Columns ``i*P .. (i+1)*P`` of ``tmp`` (O, N*P) into sample ``i`` of ``out`` (N, O, OH, OW)."""
+    o_n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    p = oh * ow
+    for o in range(o_n):
+        for y in range(oh):
+            for xo in range(ow):
+                out[i, o, y, xo] = tmp[o, i * p + y * ow + xo]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolution: im2col + GEMM. Each _par/_ser pair is one body: prange in the first, range in the second.
+# ----------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _fwd_gemm(w, cols, tmp, groups):  # noqa: ANN001, ANN202
+    """``tmp[g] = w[g] @ cols[g]`` per group: w (O, Cg, kh, kw), cols (C*K, NP), tmp (O, NP)."""
+    o_n, k = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
+    w3 = w.reshape((groups, o_n // groups, k))
+    c3 = cols.reshape((groups, k, cols.shape[1]))
+    t3 = tmp.reshape((groups, o_n // groups, tmp.shape[1]))
+    for g in range(groups):
+        np.dot(w3[g], c3[g], t3[g])
+
+
+@njit(cache=True, parallel=True)
+def _conv_im2col_par(x, w, out, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = x.shape[0], w.shape[2], w.shape[3], out.shape[2], out.shape[3]
+    cols = np.empty((x.shape[1] * kh * kw, n * oh * ow), x.dtype)
+    tmp = np.empty((w.shape[0], n * oh * ow), x.dtype)
+    for i in prange(n):
+        _im2col_one(x, cols, i, kh, kw, oh, ow, geom)
+    _fwd_gemm(w, cols, tmp, groups)
+    for i in prange(n):
+        _cols_to_nchw(tmp, out, i)
+
+
+@njit(cache=True)
+def _conv_im2col_ser(x, w, out, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = x.shape[0], w.shape[2], w.shape[3], out.shape[2], out.shape[3]
+    cols = np.empty((x.shape[1] * kh * kw, n * oh * ow), x.dtype)
+    tmp = np.empty((w.shape[0], n * oh * ow), x.dtype)
+    for i in range(n):
+        _im2col_one(x, cols, i, kh, kw, oh, ow, geom)
+    _fwd_gemm(w, cols, tmp, groups)
+    for i in range(n):
+        _cols_to_nchw(tmp, out, i)
+
+
+@njit(cache=True)
+def _gi_gemm(w, gt, dcols, groups):  # noqa: ANN001, ANN202
+    """``dcols[g] = w[g].T @ gt[g]`` per group: w (O, Cg, kh, kw), gt (O, NP), dcols (C*K, NP)."""
+    o_n, k = w.shape[0], w.shape[1] * w.shape[2] * w.shape[3]
+    w3 = w.reshape((groups, o_n // groups, k))
+    g3 = gt.reshape((groups, o_n // groups, gt.shape[1]))
+    d3 = dcols.reshape((groups, k, dcols.shape[1]))
+    for g in range(groups):
+        np.dot(w3[g].T, g3[g], d3[g])
+
+
+@njit(cache=True, parallel=True)
+def _grad_input_im2col_par(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = g.shape[0], w.shape[2], w.shape[3], g.shape[2], g.shape[3]
+    gt = np.empty((g.shape[1], n * oh * ow), g.dtype)
+    dcols = np.empty((dx.shape[1] * kh * kw, n * oh * ow), g.dtype)
+    for i in prange(n):
+        _nchw_to_cols(g, gt, i)
+    _gi_gemm(w, gt, dcols, groups)
+    for i in prange(n):
+        _col2im_one(dcols, dx, i, kh, kw, oh, ow, geom)
+
+
+@njit(cache=True)
+def _grad_input_im2col_ser(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = g.shape[0], w.shape[2], w.shape[3], g.shape[2], g.shape[3]
+    gt = np.empty((g.shape[1], n * oh * ow), g.dtype)
+    dcols = np.empty((dx.shape[1] * kh * kw, n * oh * ow), g.dtype)
+    for i in range(n):
+        _nchw_to_cols(g, gt, i)
+    _gi_gemm(w, gt, dcols, groups)
+    for i in range(n):
+        _col2im_one(dcols, dx, i, kh, kw, oh, ow, geom)
+
+
+@njit(cache=True)
+def _gw_gemm(gt, cols, dw, groups):  # noqa: ANN001, ANN202
+    """``dw[g] = gt[g] @ cols[g].T`` per group: gt (O, NP), cols (C*K, NP), dw (O, Cg, kh, kw)."""
+    o_n, k = dw.shape[0], dw.shape[1] * dw.shape[2] * dw.shape[3]
+    g3 = gt.reshape((groups, o_n // groups, gt.shape[1]))
+    c3 = cols.reshape((groups, k, cols.shape[1]))
+    d3 = dw.reshape((groups, o_n // groups, k))
+    for g in range(groups):
+        np.dot(g3[g], c3[g].T, d3[g])
+
+
+@njit(cache=True, parallel=True)
+def _grad_weight_im2col_par(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = x.shape[0], dw.shape[2], dw.shape[3], g.shape[2], g.shape[3]
+    cols = np.empty((x.shape[1] * kh * kw, n * oh * ow), x.dtype)
+    gt = np.empty((g.shape[1], n * oh * ow), x.dtype)
+    for i in prange(n):
+        _im2col_one(x, cols, i, kh, kw, oh, ow, geom)
+        _nchw_to_cols(g, gt, i)
+    _gw_gemm(gt, cols, dw, groups)
+
+
+@njit(cache=True)
+def _grad_weight_im2col_ser(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
+    n, kh, kw, oh, ow = x.shape[0], dw.shape[2], dw.shape[3], g.shape[2], g.shape[3]
+    cols = np.empty((x.shape[1] * kh * kw, n * oh * ow), x.dtype)
+    gt = np.empty((g.shape[1], n * oh * ow), x.dtype)
+    for i in range(n):
+        _im2col_one(x, cols, i, kh, kw, oh, ow, geom)
+        _nchw_to_cols(g, gt, i)
+    _gw_gemm(gt, cols, dw, groups)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolution: direct loop nests (no workspace; the inner loop runs along the output row)
+# ----------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def _conv_direct_one(x, w, out, i, geom, groups):  # noqa: ANN001, ANN202
+    """Sample ``i`` of the convolution, accumulated straight into ``out[i]``."""
+    sh, sw, ph, pw, dh, dw = geom
+    h, wd = x.shape[2], x.shape[3]
+    o_n, cg, kh, kw = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    og = o_n // groups
+    out[i] = 0
+    for o in range(o_n):
+        c0 = (o // og) * cg
+        for c in range(cg):
+            for a in range(kh):
+                for b in range(kw):
+                    wv = w[o, c, a, b]
+                    off = b * dw - pw
+                    lo, hi = _valid_range(off, sw, wd, ow)
+                    for y in range(oh):
+                        iy = y * sh - ph + a * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        orow, xrow = out[i, o, y], x[i, c0 + c, iy]
+                        for xo in range(lo, hi):
+                            orow[xo] += wv * xrow[xo * sw + off]
+
+
+@njit(cache=True)
+def _grad_input_direct_one(g, w, dx, i, geom, groups):  # noqa: ANN001, ANN202
+    """Sample ``i`` of the input gradient: each ``g`` pixel times each tap, added to the tapped input pixel."""
+    sh, sw, ph, pw, dh, dw = geom
+    h, wd = dx.shape[2], dx.shape[3]
+    o_n, cg, kh, kw = w.shape[0], w.shape[1], w.shape[2], w.shape[3]
+    oh, ow = g.shape[2], g.shape[3]
+    og = o_n // groups
+    dx[i] = 0
+    for o in range(o_n):
+        c0 = (o // og) * cg
+        for c in range(cg):
+            for a in range(kh):
+                for b in range(kw):
+                    wv = w[o, c, a, b]
+                    off = b * dw - pw
+                    lo, hi = _valid_range(off, sw, wd, ow)
+                    for y in range(oh):
+                        iy = y * sh - ph + a * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        drow, grow = dx[i, c0 + c, iy], g[i, o, y]
+                        for xo in range(lo, hi):
+                            drow[xo * sw + off] += wv * grow[xo]
+
+
+@njit(cache=True)
+def _grad_weight_direct_one(x, g, dw_out, o, geom, groups):  # noqa: ANN001, ANN202
+    """Output channel ``o`` of the weight gradient (a sum over the batch and the output pixels)."""
+    sh, sw, ph, pw, dh, dw = geom
+    n, h, wd = x.shape[0], x.shape[2], x.shape[3]
+    o_n, cg, kh, kw = dw_out.shape[0], dw_out.shape[1], dw_out.shape[2], dw_out.shape[3]
+    oh, ow = g.shape[2], g.shape[3]
+    c0 = (o // (o_n // groups)) * cg
+    for c in range(cg):
+        for a in range(kh):
+            for b in range(kw):
+                off = b * dw - pw
+                lo, hi = _valid_range(off, sw, wd, ow)
+                acc = 0.0
+                for i in range(n):
+                    for y in range(oh):
+                        iy = y * sh - ph + a * dh
+                        if iy < 0 or iy >= h:
+                            continue
+                        grow, xrow = g[i, o, y], x[i, c0 + c, iy]
+                        for xo in range(lo, hi):
+                            acc += grow[xo] * xrow[xo * sw + off]
+                dw_out[o, c, a, b] = acc
+
+
+@njit(cache=True, parallel=True)
+def _conv_direct_par(x, w, out, geom, groups):  # noqa: ANN001, ANN202
+    for i in prange(x.shape[0]):
+        _conv_direct_one(x, w, out, i, geom, groups)
+
+
+@njit(cache=True)
+def _conv_direct_ser(x, w, out, geom, groups):  # noqa: ANN001, ANN202
+    for i in range(x.shape[0]):
+        _conv_direct_one(x, w, out, i, geom, groups)
+
+
+@njit(cache=True, parallel=True)
+def _grad_input_direct_par(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
+    for i in prange(g.shape[0]):
+        _grad_input_direct_one(g, w, dx, i, geom, groups)
+
+
+@njit(cache=True)
+def _grad_input_direct_ser(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
+    for i in range(g.shape[0]):
+        _grad_input_direct_one(g, w, dx, i, geom, groups)
+
+
+@njit(cache=True, parallel=True)
+def _grad_weight_direct_par(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
+    for o in prange(dw.shape[0]):
+        _grad_weight_direct_one(x, g, dw, o, geom, groups)
+
+
+@njit(cache=True)
+def _grad_weight_direct_ser(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
+    for o in range(dw.shape[0]):
+        _grad_weight_direct_one(x, g, dw, o, geom, groups)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Convolution: factories
+# ----------------------------------------------------------------------------------------------------
+
+#: ``(op class, algorithm) → (parallel kernel, serial twin)``; every kernel takes
+#: ``(a, b, out, geom, groups)`` on 4-d C-contiguous arrays in the op's input order.
+CONV_ALGOS: dict[tuple[type, str], tuple[Callable[..., None], Callable[..., None]]] = {
+    (Conv, "im2col"): (_conv_im2col_par, _conv_im2col_ser),
+    (Conv, "direct"): (_conv_direct_par, _conv_direct_ser),
+    (ConvGradInput, "im2col"): (_grad_input_im2col_par, _grad_input_im2col_ser),
+    (ConvGradInput, "direct"): (_grad_input_direct_par, _grad_input_direct_ser),
+    (ConvGradWeight, "im2col"): (_grad_weight_im2col_par, _grad_weight_im2col_ser),
+    (ConvGradWeight, "direct"): (_grad_weight_direct_par, _grad_weight_direct_ser),
+}
+
+#: The largest per-group GEMM (``C_out/groups * C_in/groups``) for which the direct loop nest is the default:
+#: grouped convolutions this thin (depthwise: 1) starve BLAS; everything else runs im2col + GEMM. Figures:
+#: ``benchmarks/bench_conv_kernels.py`` (1 thread, batch 64: LeNet conv1/conv2 and their grads 1.3-2.1 ms
+#: im2col vs 4.3-11.6 ms direct; depthwise 32ch 3x3 3.9-7.2 ms direct vs 7.9-9.6 ms im2col).
+DIRECT_MAX_GROUP_GEMM = 16
+
+
+def default_conv_algo(node: Tensor) -> str:
+    """``"direct"`` for thin grouped convolutions (depthwise), else ``"im2col"`` (decided from static shapes)."""
+    w_shape = node.inputs[1].shape if isinstance(node.op, (Conv, ConvGradInput)) else node.inputs[2].shape
+    cout, cg = w_shape[0], w_shape[1]
+    groups = node.op.groups
+    if groups > 1 and cout is not None and cg is not None and (cout // groups) * cg <= DIRECT_MAX_GROUP_GEMM:
+        return "direct"
+    return "im2col"
+
+
+def _wrap_conv(
+    par: Callable[..., None], ser: Callable[..., None], geom: tuple[int, ...], groups: int, nsp: int
+) -> Callable[..., None]:
+    """``run(a, b, [ref,] out)`` calling ``kernel(a, b, out, geom, groups)`` on C-contiguous 4-d arrays, where
+    ``kernel`` is ``par`` unless ``a`` is smaller than :data:`PARALLEL_MIN_SIZE`."""
+    if nsp == 2:
+
+        def run(a: np.ndarray, b: np.ndarray, *rest: np.ndarray) -> None:
+            kernel = par if a.size >= PARALLEL_MIN_SIZE else ser
+            kernel(_c(a), _c(b), rest[-1], geom, groups)
+
+        return run
+
+    def run1d(a: np.ndarray, b: np.ndarray, *rest: np.ndarray) -> None:
+        kernel = par if a.size >= PARALLEL_MIN_SIZE else ser
+        kernel(_as4d(_c(a)), _as4d(_c(b)), _as4d(rest[-1]), geom, groups)
+
+    return run1d
+
+
+def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
+    """The ``algo`` (``"im2col"`` or ``"direct"``) implementation of a Conv / ConvGradInput / ConvGradWeight node."""
+    op = node.op
+    nsp = len(op.stride)
+    if nsp not in (1, 2):
+        raise NotImplementedError(f"cpu {op.name}: only 1-d and 2-d convolutions are supported, got {nsp}-d")
+    par, ser = CONV_ALGOS[(type(op), algo)]
+    geom = _conv_geom(op)
+    return LibraryImpl(
+        _wrap_conv(par, ser, geom, op.groups, nsp),
+        [par, ser],
+        parallel=True,
+        serial=_wrap_conv(ser, ser, geom, op.groups, nsp),
+    )
+
+
+@register(Conv)
+def conv_factory(node: Tensor) -> LibraryImpl:
+    """``conv1d/2d`` forward: ``run(x, w, out)``."""
+    return conv_impl(node, default_conv_algo(node))
+
+
+@register(ConvGradInput)
+def conv_grad_input_factory(node: Tensor) -> LibraryImpl:
+    """Input gradient: ``run(g, w, x_ref, out)`` (``x_ref`` only gives the shape, already ``out``'s)."""
+    return conv_impl(node, default_conv_algo(node))
+
+
+@register(ConvGradWeight)
+def conv_grad_weight_factory(node: Tensor) -> LibraryImpl:
+    """Weight gradient: ``run(x, g, w_ref, out)``."""
+    return conv_impl(node, default_conv_algo(node))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pooling. Arrays are (planes, H, W) with planes = N * C (1-d: H = 1). ``pgeom = (kh, kw, sh, sw, ph, pw,
+# dh, dw)``. Window (oy, ox) starts at input (oy * sh - ph, ox * sw - pw); taps outside the input are
+# padding (-inf for max, 0 for average).
+# ----------------------------------------------------------------------------------------------------
+
+
+def _pool_geom(op: MaxPool | AvgPool) -> tuple[int, ...]:
+    """The op's props as ``pgeom`` (a 1-d op gets a unit window height)."""
+    if len(op.kernel) == 1:
+        return (1, op.kernel[0], 1, op.stride[0], 0, op.padding[0], 1, op.dilation[0])
+    return (*op.kernel, *op.stride, *op.padding, *op.dilation)
+
+
+def _planes(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) or (N, C, L) → the C-contiguous (N*C, H, W) or (N*C, 1, L) view."""
+    a = _c(a)
+    s = a.shape
+    if len(s) == 4:
+        return a.reshape(s[0] * s[1], s[2], s[3])
+    return a.reshape(s[0] * s[1], 1, s[2])
+
+
+@njit(cache=True)
+def _window_argmax(x, p, y0, x0, pgeom):  # noqa: ANN001, ANN202
+    """``(iy, ix)`` of the first maximum (row-major taps; padding is -inf; a NaN wins) of the window at input
+    ``(y0, x0)`` of plane ``p``. The position may lie in the padding (a window of -inf values only)."""
+    kh, kw, dh, dw = pgeom[0], pgeom[1], pgeom[6], pgeom[7]
+    h, w = x.shape[1], x.shape[2]
+    best = -np.inf
+    if 0 <= y0 < h and 0 <= x0 < w:
+        best = x[p, y0, x0]
+    by, bx = y0, x0
+    for a in range(kh):
+        iy = y0 + a * dh
+        for b in range(kw):
+            ix = x0 + b * dw
+            v = -np.inf
+            if 0 <= iy < h and 0 <= ix < w:
+                v = x[p, iy, ix]
+            if best == best and (v > best or v != v):
+                best, by, bx = v, iy, ix
+    return by, bx
+
+
+# The max-pool family shares one argmax loop nest (one compile per dtype for the four ops); ``mode`` picks what
+# is done with each window's argmax. ``a``: x (MAX, INDICES), h shaped like x (GATHER), g pooled (GRAD).
+_MAX, _INDICES, _GATHER, _GRAD = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def _max_family_plane(mode, a, x, out, idx, p, pgeom):  # noqa: ANN001, ANN202
+    """Plane ``p``: MAX ``out`` = window maxima; INDICES ``idx`` = flat argmax ``iy * W + ix``; GATHER ``out`` =
+    ``a`` at the argmax (0 in the padding); GRAD ``out`` (x-shaped) = ``a`` added at each argmax."""
+    sh, sw, ph, pw = pgeom[2], pgeom[3], pgeom[4], pgeom[5]
+    h, w = x.shape[1], x.shape[2]
+    if mode == _GRAD:
+        out[p] = 0
+        oh, ow = a.shape[1], a.shape[2]
+    elif mode == _INDICES:
+        oh, ow = idx.shape[1], idx.shape[2]
+    else:
+        oh, ow = out.shape[1], out.shape[2]
+    for oy in range(oh):
+        for ox in range(ow):
+            iy, ix = _window_argmax(x, p, oy * sh - ph, ox * sw - pw, pgeom)
+            inside = 0 <= iy < h and 0 <= ix < w
+            if mode == _MAX:
+                out[p, oy, ox] = x[p, iy, ix] if inside else -np.inf
+            elif mode == _INDICES:
+                idx[p, oy, ox] = iy * w + ix
+            elif mode == _GATHER:
+                out[p, oy, ox] = a[p, iy, ix] if inside else 0
+            elif inside:
+                out[p, iy, ix] += a[p, oy, ox]
+
+
+@njit(cache=True, parallel=True)
+def _max_family_par(mode, a, x, out, idx, pgeom):  # noqa: ANN001, ANN202
+    for p in prange(x.shape[0]):
+        _max_family_plane(mode, a, x, out, idx, p, pgeom)
+
+
+@njit(cache=True)
+def _max_family_ser(mode, a, x, out, idx, pgeom):  # noqa: ANN001, ANN202
+    for p in range(x.shape[0]):
+        _max_family_plane(mode, a, x, out, idx, p, pgeom)
+
+
+@njit(cache=True)
+def _avg_count(o, k, s, p, n, include_pad):  # noqa: ANN001, ANN202
+    """How many of window ``o``'s taps count along one dim (PyTorch's rule; windows clip to the padding)."""
+    start = o * s - p
+    end = min(start + k, n + p)
+    if include_pad:
+        return end - start
+    return max(min(end, n) - max(start, 0), 0)
+
+
+@njit(cache=True)
+def _avg_divisor(oy, ox, h, w, pgeom, include_pad, override):  # noqa: ANN001, ANN202
+    """What the window sum at ``(oy, ox)`` is divided by (``override`` if non-zero; 1 for an empty count)."""
+    if override != 0:
+        return override
+    kh, kw, sh, sw, ph, pw = pgeom[0], pgeom[1], pgeom[2], pgeom[3], pgeom[4], pgeom[5]
+    d = _avg_count(oy, kh, sh, ph, h, include_pad) * _avg_count(ox, kw, sw, pw, w, include_pad)
+    return d if d != 0 else 1
+
+
+@njit(cache=True)
+def _avg_family_plane(grad, a, out, p, pgeom, include_pad, override):  # noqa: ANN001, ANN202
+    """Plane ``p``: forward ``out`` = window sums of ``a`` (x) over the divisor; ``grad``: ``out`` (x-shaped) =
+    each ``a`` (g) pixel over its divisor, added to its window's input pixels."""
+    kh, kw, sh, sw, ph, pw, dh, dw = pgeom
+    xs, ps = (out, a) if grad else (a, out)  # the input-shaped and the pooled-shaped array
+    h, w = xs.shape[1], xs.shape[2]
+    if grad:
+        out[p] = 0
+    for oy in range(ps.shape[1]):
+        for ox in range(ps.shape[2]):
+            div = _avg_divisor(oy, ox, h, w, pgeom, include_pad, override)
+            share = a[p, oy, ox] / div if grad else 0.0
+            acc = 0.0
+            for ta in range(kh):
+                iy = oy * sh - ph + ta * dh
+                if iy < 0 or iy >= h:
+                    continue
+                for tb in range(kw):
+                    ix = ox * sw - pw + tb * dw
+                    if 0 <= ix < w:
+                        if grad:
+                            out[p, iy, ix] += share
+                        else:
+                            acc += a[p, iy, ix]
+            if not grad:
+                out[p, oy, ox] = acc / div
+
+
+@njit(cache=True, parallel=True)
+def _avg_family_par(grad, a, out, pgeom, include_pad, override):  # noqa: ANN001, ANN202
+    for p in prange(out.shape[0]):
+        _avg_family_plane(grad, a, out, p, pgeom, include_pad, override)
+
+
+@njit(cache=True)
+def _avg_family_ser(grad, a, out, pgeom, include_pad, override):  # noqa: ANN001, ANN202
+    for p in range(out.shape[0]):
+        _avg_family_plane(grad, a, out, p, pgeom, include_pad, override)
+
+
+def _max_family_impl(node: Tensor, mode: int) -> LibraryImpl:
+    """``run(x, out)`` (MAX, INDICES) or ``run(a, x, out)`` (GATHER, GRAD) over the max-pool family kernel."""
+    pgeom = _pool_geom(node.op)
+    no_idx = np.empty((0, 0, 0), np.int64)
+    no_out = np.empty((0, 0, 0), node.inputs[-1].dtype)
+
+    def make(par: Callable[..., None], ser: Callable[..., None]) -> Callable[..., None]:
+        if mode in (_MAX, _INDICES):
+
+            def run(x: np.ndarray, out: np.ndarray) -> None:
+                kernel = par if x.size >= PARALLEL_MIN_SIZE else ser
+                if mode == _MAX:
+                    kernel(mode, _planes(x), _planes(x), _planes(out), no_idx, pgeom)
+                else:
+                    kernel(mode, _planes(x), _planes(x), no_out, _planes(out), pgeom)
+
+            return run
+
+        def run2(a: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+            if mode == _GATHER and a.shape != x.shape:
+                a = np.broadcast_to(a, x.shape)
+            kernel = par if x.size >= PARALLEL_MIN_SIZE else ser
+            kernel(mode, _planes(a), _planes(x), _planes(out), no_idx, pgeom)
+
+        return run2
+
+    par, ser = _max_family_par, _max_family_ser
+    return LibraryImpl(make(par, ser), [par, ser], parallel=True, serial=make(ser, ser))
+
+
+@register(MaxPool)
+def max_pool_factory(node: Tensor) -> LibraryImpl:
+    """``run(x, out)``: the window maxima (NaN propagates)."""
+    return _max_family_impl(node, _MAX)
+
+
+@register(MaxPoolIndices)
+def max_pool_indices_factory(node: Tensor) -> LibraryImpl:
+    """``run(x, out)``: int64 flat index (``h * W + w``) of each window's first maximum."""
+    return _max_family_impl(node, _INDICES)
+
+
+@register(MaxPoolGather)
+def max_pool_gather_factory(node: Tensor) -> LibraryImpl:
+    """``run(h, x, out)``: ``h`` at each window's first maximum of ``x`` (``h`` broadcast to ``x``'s shape)."""
+    return _max_family_impl(node, _GATHER)
+
+
+@register(MaxPoolGrad)
+def max_pool_grad_factory(node: Tensor) -> LibraryImpl:
+    """``run(g, x, out)``: ``g`` scattered (added) to each window's first maximum of ``x``; zeros elsewhere."""
+    return _max_family_impl(node, _GRAD)
+
+
+def _avg_family_impl(node: Tensor, grad: bool) -> LibraryImpl:
+    """``run(x, out)`` (forward) or ``run(g, x_ref, out)`` (gradient) over the average-pool family kernel."""
+    op = node.op
+    pgeom, include_pad, override = _pool_geom(op), bool(op.count_include_pad), int(op.divisor_override or 0)
+
+    def make(par: Callable[..., None], ser: Callable[..., None]) -> Callable[..., None]:
+        def run(a: np.ndarray, *rest: np.ndarray) -> None:
+            out = rest[-1]
+            kernel = par if out.size >= PARALLEL_MIN_SIZE else ser
+            kernel(grad, _planes(a), _planes(out), pgeom, include_pad, override)
+
+        return run
+
+    par, ser = _avg_family_par, _avg_family_ser
+    return LibraryImpl(make(par, ser), [par, ser], parallel=True, serial=make(ser, ser))
+
+
+@register(AvgPool)
+def avg_pool_factory(node: Tensor) -> LibraryImpl:
+    """``run(x, out)``: window sums of the zero-padded input over PyTorch's divisor."""
+    return _avg_family_impl(node, grad=False)
+
+
+@register(AvgPoolGrad)
+def avg_pool_grad_factory(node: Tensor) -> LibraryImpl:
+    """``run(g, x_ref, out)``: each ``g / divisor`` spread over its window's input pixels."""
+    return _avg_family_impl(node, grad=True)
