@@ -30,7 +30,7 @@ from symdl.graph import Tensor
 from symdl.ops.conv import Conv
 from symdl.ops.elementwise import Elementwise, FillLike
 from symdl.ops.reduce import MatMul
-from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze
+from symdl.ops.shape import BroadcastLike, ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze
 
 ANCHOR_OPS: tuple[type, ...] = (MatMul, Conv)
 VIEW_OPS: tuple[type, ...] = (Reshape, ReshapeLike, ExpandDims, Squeeze, Flatten)
@@ -38,7 +38,7 @@ VIEW_OPS: tuple[type, ...] = (Reshape, ReshapeLike, ExpandDims, Squeeze, Flatten
 
 def is_elementwise(node: Tensor) -> bool:
     """True for nodes an elementwise loop can compute."""
-    return isinstance(node.op, (Elementwise, FillLike))
+    return isinstance(node.op, (Elementwise, FillLike, BroadcastLike))
 
 
 def _kind_of(node: Tensor) -> str:

@@ -39,3 +39,19 @@ def lower_cpu(program: Program) -> Lowered:
     compiled = [build_kernel(k) for k in kernels]
     t2 = time.perf_counter()
     return Lowered(program, kernels, compiled, log, {"fusion": t1 - t0, "codegen": t2 - t1})
+
+
+def dispatcher_stats(compiled: list[CompiledKernel]) -> tuple[int, int]:
+    """``(cache hits, cache misses)`` summed over the distinct Numba dispatchers behind ``compiled``: a miss is
+    a signature Numba compiled, a hit one it loaded from its disk cache."""
+    seen: dict[int, object] = {}
+    for ck in compiled:
+        for d in ck.dispatchers:
+            seen.setdefault(id(d), d)
+    hits = misses = 0
+    for d in seen.values():
+        stats = getattr(d, "stats", None)
+        if stats is not None:
+            hits += sum(stats.cache_hits.values())
+            misses += sum(stats.cache_misses.values())
+    return hits, misses

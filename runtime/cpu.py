@@ -279,8 +279,22 @@ class CpuFunction:
         inst.apply_updates()
         return outs
 
+    def warmup(self, batch: int = 2) -> None:
+        """Run every kernel once on zero inputs (dims declared None set to ``batch``) so that Numba compiles
+        (or loads from its disk cache) everything before the first real call. Parameters are not updated."""
+        sig = tuple(tuple(batch if d is None else d for d in p.shape) for p in self.program.inputs)
+        inst = self._instance_for(sig)
+        for buf, _ in inst.input_copies:
+            buf[...] = 0
+        if inst.stale():
+            inst.bind()
+        for run, args in inst.bound:
+            run(*args)
+
     def _instance(self, vals: list[np.ndarray]) -> Instance:
-        sig = tuple(a.shape for a in vals)
+        return self._instance_for(tuple(a.shape for a in vals))
+
+    def _instance_for(self, sig: Signature) -> Instance:
         last = self._last
         if last is not None and last.signature == sig:
             return last

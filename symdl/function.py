@@ -1,8 +1,11 @@
-"""``symdl.compile``: turn a graph into a callable."""
+"""``symdl.compile``: turn a graph into a callable, and the :class:`Function` it returns."""
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,14 +16,38 @@ from symdl.graph import Parameter, Tensor
 TARGETS = ("reference", "cpu")
 
 
+@dataclass
+class CompileReport:
+    """What compiling cost: seconds per phase, and what Numba compiled or loaded from its disk cache."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    kernels: int = 0
+    numba_compiled: int = 0  # signatures compiled by Numba during this compile (0 with a warm disk cache)
+    numba_cache_hits: int = 0  # signatures loaded from Numba's disk cache
+    notes: list[str] = field(default_factory=list)  # cache misses that could not be cached, warm-up problems
+
+    def __str__(self) -> str:
+        phases = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in self.timings.items())
+        text = (
+            f"compile: {self.kernels} kernels; {phases}; Numba compiled {self.numba_compiled} signatures, "
+            f"loaded {self.numba_cache_hits} from the disk cache"
+        )
+        return text + "".join(f"\n  note: {n}" for n in self.notes)
+
+
 class Function:
-    """A compiled function: ``f(*arrays) -> list[np.ndarray]``. Parameter updates apply after each call."""
+    """A compiled function: ``f(*arrays) -> list[np.ndarray]``. Parameter updates apply after each call.
+
+    Compiled targets also offer ``plan`` (a printable kernel plan), ``explain()`` (what every pass and the fusion
+    did, and why candidates were rejected), ``profile(*arrays)``, ``memory_report()`` and ``compile_report``.
+    """
 
     def __init__(self, program: Any, executor: Any, target: str) -> None:
         self.program = program
         self.target = target
         self._executor = executor
-        self.lowered: Any = None  # compiled targets: kernels, fusion log, compile timings
+        self.lowered: Any = None  # compiled targets: kernels, fusion log
+        self.compile_report = CompileReport()
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         return self._executor(*arrays)
@@ -33,11 +60,40 @@ class Function:
     def outputs(self) -> list[Tensor]:
         return list(self.program.outputs)
 
+    @property
+    def plan(self) -> Any:
+        """The kernel plan (compiled targets); ``print(f.plan)`` lists kernels, fused ops, shapes and lines."""
+        self._need_compiled("plan")
+        return self._executor.plan
+
+    def explain(self) -> str:
+        """The graph passes' rewrite log and the fusion decisions, one line each."""
+        lines = [str(self.program.log)] if self.program.log.entries else []
+        if self.lowered is not None:
+            lines += self.lowered.fusion_log
+        return "\n".join(lines)
+
+    def profile(self, *arrays: Any, repeat: int = 10) -> Any:
+        """Per-kernel calls, time and share (forward / backward / update), and runtime overhead per launch.
+        Parameters are updated by each profiled call, as by a normal call."""
+        self._need_compiled("profile")
+        return self._executor.profile(*arrays, repeat=repeat)
+
+    def memory_report(self) -> Any:
+        """Planned peak bytes vs bytes without planning, for the last input shapes."""
+        self._need_compiled("memory_report")
+        return self._executor.memory_report()
+
+    def _need_compiled(self, what: str) -> None:
+        if self.lowered is None:
+            raise GraphError(f"Function.{what} is available for compiled targets (target='cpu'), not {self.target!r}")
+
     def __repr__(self) -> str:
+        kernels = f" kernels={len(self.lowered.compiled)}" if self.lowered is not None else ""
         return (
             f"<symdl.Function target={self.target} mode={self.program.mode} "
             f"inputs={[t.label() for t in self.program.inputs]} outputs={len(self.program.outputs)} "
-            f"updates={len(self.program.updates)} nodes={len(self.program.order)}>"
+            f"updates={len(self.program.updates)} nodes={len(self.program.order)}{kernels}>"
         )
 
 
@@ -50,6 +106,7 @@ def compile(  # noqa: A001 - the API name
     check_numerics: bool = False,
     passes: Mapping[str, bool] | None = None,
     freeze_parameters: bool = False,
+    warmup: bool = True,
 ) -> Function:
     """Compile a graph into ``f(*arrays) -> list of arrays``.
 
@@ -58,12 +115,14 @@ def compile(  # noqa: A001 - the API name
     - ``updates``: ``{parameter: new value}``; all read the old values and apply after the outputs.
     - ``mode``: ``"train"`` (batch statistics, running-stat updates, dropout masks) or ``"eval"`` (running
       statistics, dropout is the identity).
-    - ``target``: ``"reference"`` (the NumPy interpreter).
+    - ``target``: ``"reference"`` (the NumPy interpreter, the oracle) or ``"cpu"`` (fused Numba kernels).
     - ``check_numerics``: raise at the first op (forward or gradient) producing NaN/Inf, naming its line.
     - ``passes``: graph passes to run, all by default on compiled targets and none on ``"reference"``;
       switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``).
     - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
       current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
+    - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` so that no Numba
+      compilation happens on the first real call (dims declared ``None`` are set to 2 for it).
     """
     from compiler.program import build_program
 
@@ -74,17 +133,42 @@ def compile(  # noqa: A001 - the API name
         )
     if passes is None and target != "reference":
         passes = {}
+    t0 = time.perf_counter()
     program = build_program(inputs, outputs, updates, mode, passes=passes, freeze_parameters=freeze_parameters)
+    t_passes = time.perf_counter() - t0
     if target == "cpu":
-        from compiler.lower import lower_cpu
-        from runtime.cpu import CpuFunction
-        from runtime.plan import build_plan
-
-        lowered = lower_cpu(program)
-        executor = CpuFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
-        fn = Function(program, executor, target)
-        fn.lowered = lowered
-        return fn
+        return _compile_cpu(program, check_numerics, warmup, t_passes)
     from runtime.reference import ReferenceFunction
 
-    return Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)
+    fn = Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)
+    fn.compile_report.timings["passes"] = t_passes
+    return fn
+
+
+def _compile_cpu(program: Any, check_numerics: bool, warmup: bool, t_passes: float) -> Function:
+    from compiler.lower import dispatcher_stats, lower_cpu
+    from runtime.cpu import CpuFunction
+    from runtime.plan import build_plan
+
+    lowered = lower_cpu(program)
+    executor = CpuFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
+    fn = Function(program, executor, "cpu")
+    fn.lowered = lowered
+    report = fn.compile_report
+    report.kernels = len(lowered.compiled)
+    report.timings = {"passes": t_passes, **lowered.timings}
+    if warmup:
+        before = dispatcher_stats(lowered.compiled)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                executor.warmup()
+            except Exception as e:  # noqa: BLE001 - data-dependent ops may reject zeros; the first call compiles
+                report.notes.append(f"warm-up stopped early ({type(e).__name__}: {e}); the rest compiles on first call")
+        report.timings["numba_jit"] = time.perf_counter() - t0
+        after = dispatcher_stats(lowered.compiled)
+        report.numba_compiled = after[1] - before[1]
+        report.numba_cache_hits = after[0] - before[0]
+        report.notes += sorted({str(w.message).splitlines()[0] for w in caught if "cach" in str(w.message).lower()})
+    return fn

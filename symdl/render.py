@@ -378,6 +378,20 @@ def _group_label(name: str, members: list[Tensor]) -> str:
     return "<" + "<br/>".join(rows) + ">"
 
 
+def _is_compiled_function(obj: object) -> bool:
+    return getattr(obj, "lowered", None) is not None and hasattr(obj, "program")
+
+
+def _plan_view(fn: Any) -> tuple[dict[str, Tensor], dict[str, list[Tensor]]]:
+    """A compiled Function as outputs (its outputs and update values) and one cluster per fused kernel."""
+    program = fn.program
+    outs: dict[str, Tensor] = {str(i): t for i, t in enumerate(program.outputs)}
+    for p, v in program.updates:
+        outs[f"update {p.label()}"] = v
+    clusters = {f"{k.name} ({k.kind})": list(k.nodes) for k in fn.lowered.kernels if len(k.nodes) > 1}
+    return outs, clusters
+
+
 def graph_to_dot(
     outputs: Outputs,
     title: str | None = None,
@@ -395,6 +409,10 @@ def graph_to_dot(
     """The graphviz DOT source of the graph that computes ``outputs`` (see :func:`render` for the options)."""
     import graphviz
 
+    if _is_compiled_function(outputs):
+        outputs, plan_clusters = _plan_view(outputs)
+        clusters = clusters if clusters is not None else plan_clusters
+        grad_cluster = False
     pairs = _as_outputs(outputs)
     order = toposort([t for _, t in pairs])
     out_marks: dict[int, list[str]] = {}
@@ -609,12 +627,13 @@ def render(
 ) -> str:
     """Draw the graph that computes ``outputs`` with graphviz and return the path written.
 
-    ``outputs``: a Tensor, a sequence of Tensors or a dict ``{label: Tensor}``. The format comes from
-    ``format`` or the suffix of ``path`` (``.svg``, ``.png``, ``.pdf``, ``.dot``; default svg); a missing or
-    different suffix is fixed up. Op nodes show the op, its props and output type (``?`` for dims known at
-    run time only) and ``%id`` (as in :func:`print_graph`); placeholders are green ellipses, trainable
-    parameters yellow cylinders, buffers grey dashed cylinders, constants notes; gradient nodes are orange
-    and, with ``grad_cluster``, grouped in a "gradient" cluster; outputs have a double border.
+    ``outputs``: a Tensor, a sequence of Tensors, a dict ``{label: Tensor}``, or a function compiled for a
+    compiled target (``symdl.compile(..., target="cpu")``): its plan is drawn, each fused kernel as a cluster. The
+    format comes from ``format`` or the suffix of ``path`` (``.svg``, ``.png``, ``.pdf``, ``.dot``; default svg);
+    a missing or different suffix is fixed up. Op nodes show the op, its props and output type (``?`` for dims
+    known at run time only) and ``%id`` (as in :func:`print_graph`); placeholders are green ellipses, trainable
+    parameters yellow cylinders, buffers grey dashed cylinders, constants notes; gradient nodes are orange and,
+    with ``grad_cluster``, grouped in a "gradient" cluster; outputs have a double border.
 
     - ``title``: a caption. ``show_frames``: add the user ``file:line`` that created each node.
     - ``max_nodes``: refuse (``ValueError``) to draw more nodes than this; dot is very slow beyond ~1000.

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 
 from symdl.ops import elementwise as ew
+from symdl.ops.shape import BroadcastLike
 
 ScalarFn = Callable[[object, list[str], np.dtype], str]
 
@@ -303,6 +304,7 @@ SCALAR_EXPR: dict[type, ScalarFn] = {
     ew.Cast: _cast,
     ew.FillLike: _fill_like,
     ew.StopGradient: _identity,
+    BroadcastLike: _identity,  # the loop broadcasts the operand over the loop shape; the reference is not read
 }
 
 

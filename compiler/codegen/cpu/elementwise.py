@@ -23,6 +23,7 @@ from compiler.codegen.scalar import prelude, scalar_expr
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.graph import Tensor
 from symdl.ops.elementwise import FillLike
+from symdl.ops.shape import BroadcastLike
 
 #: loops with more elements than this run the parallel function
 PARALLEL_THRESHOLD = 2**15
@@ -53,6 +54,16 @@ def _index(t: Tensor, shape: tuple) -> tuple[str, int]:
     return ", ".join(parts), depth
 
 
+def read_inputs(node: Tensor) -> tuple[Tensor, ...]:
+    """The inputs whose *values* an elementwise member reads (FillLike and BroadcastLike only take a shape
+    from their reference operand, which the loop shape already carries)."""
+    if isinstance(node.op, FillLike):
+        return ()
+    if isinstance(node.op, BroadcastLike):
+        return node.inputs[:1]
+    return node.inputs
+
+
 def _statements(kernel: Kernel, shape: tuple) -> list[list[str]]:
     """The statements of the loop nest, by depth: loads and member values sit at the shallowest loop where
     they are invariant (loop-invariant code motion; also keeps 0-d loads out of ``prange`` bodies), stores at
@@ -61,15 +72,15 @@ def _statements(kernel: Kernel, shape: tuple) -> list[list[str]]:
     levels: list[list[str]] = [[] for _ in range(rank + 1)]
     names: dict[int, str] = {}
     depth: dict[int, int] = {}
-    used = {i.id for n in kernel.nodes for i in n.inputs}
+    used = {i.id for n in kernel.nodes for i in read_inputs(n)}
     for j, t in enumerate(kernel.inputs):
         if t.id in used and t.id not in names:
             idx, d = _index(t, shape)
             names[t.id], depth[t.id] = f"x{j}", d
             levels[d].append(f"x{j} = in{j}[{idx}]")
     for k, n in enumerate(kernel.nodes):
-        args = [names[i.id] for i in n.inputs]
-        d = 0 if isinstance(n.op, FillLike) else max((depth[i.id] for i in n.inputs), default=0)
+        args = [names.get(i.id, "None") for i in n.inputs]
+        d = max((depth[i.id] for i in read_inputs(n)), default=0)
         names[n.id], depth[n.id] = f"v{k}", d
         levels[d].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
     store_idx = ", ".join(f"i{a}" for a in range(rank)) if rank else "()"

@@ -611,6 +611,13 @@ def _one_hot_runner(op: OneHot) -> Callable[..., None]:
 
 @register(OneHot)
 def _one_hot(node: Tensor) -> LibraryImpl:
+    if node.op.num_classes < 0:
+        from symdl.errors import GraphError, where
+
+        raise GraphError(
+            f"one_hot(num_classes=-1): the output's size depends on the data, and compiled targets preallocate "
+            f"every buffer from the input shapes; pass num_classes explicitly{where(node.frame)}"
+        )
     return LibraryImpl(_one_hot_runner(node.op), [one_hot_kernel])
 
 

@@ -1,0 +1,178 @@
+"""End-to-end tests of ``compile(..., target="cpu")``: training matches the reference, no recompiles across
+batch sizes or processes, inference plans are folded and free of training-only kernels, introspection works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import symdl as sd
+from compiler.lower import dispatcher_stats
+
+pytest.importorskip("numba")
+
+
+def _mlp(seed=0, hidden=16, dropout=0.0):
+    rng = np.random.default_rng(seed)
+    x = sd.placeholder((None, 8), name="x")
+    y = sd.placeholder((None,), "int64", name="y")
+    w1 = sd.parameter(rng.normal(0, 0.3, (8, hidden)).astype(np.float32), name="w1")
+    b1 = sd.parameter(np.zeros(hidden, np.float32), name="b1")
+    w2 = sd.parameter(rng.normal(0, 0.3, (hidden, 4)).astype(np.float32), name="w2")
+    b2 = sd.parameter(np.zeros(4, np.float32), name="b2")
+    h = sd.relu(x @ w1 + b1)
+    if dropout:
+        h = sd.dropout(h, dropout)
+    logits = h @ w2 + b2
+    loss = sd.cross_entropy(logits, y)
+    params = [w1, b1, w2, b2]
+    grads = sd.grad(loss, params)
+    updates = {p: p - 0.1 * g for p, g in zip(params, grads)}
+    return x, y, params, logits, loss, updates
+
+
+def _data(n=40, seed=1):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)).astype(np.float32), rng.integers(0, 4, n)
+
+
+def test_training_loss_curve_matches_reference():
+    xs, ys = _data()
+    curves = {}
+    for target in ("reference", "cpu"):
+        sd.manual_seed(0)  # same dropout streams and generator state for both runs
+        x, y, params, _, loss, updates = _mlp(dropout=0.2)
+        f = sd.compile([x, y], [loss], updates=updates, target=target)
+        curves[target] = [f(xs[i : i + 8], ys[i : i + 8])[0] for _ in range(3) for i in range(0, 40, 8)]
+        curves[target + "_w"] = params[0].value.copy()
+    np.testing.assert_allclose(curves["cpu"], curves["reference"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(curves["cpu_w"], curves["reference_w"], rtol=1e-4, atol=1e-6)
+
+
+def test_new_batch_sizes_compile_nothing():
+    x, y, _, _, loss, updates = _mlp()
+    f = sd.compile([x, y], [loss], updates=updates, target="cpu")
+    xs, ys = _data(64)
+    f(xs[:32], ys[:32])
+    before = dispatcher_stats(f.lowered.compiled)
+    for n in (7, 1, 13, 32):  # a ragged last batch, batch 1, ...
+        f(xs[:n], ys[:n])
+    assert dispatcher_stats(f.lowered.compiled)[1] == before[1]
+    assert f._executor.instantiations == 5
+
+
+def test_second_process_compiles_zero_kernels(tmp_path):
+    script = textwrap.dedent(
+        """
+        import numpy as np, symdl as sd
+        x = sd.placeholder((None, 1, 8, 8), name="x")
+        w = sd.parameter(np.ones((4, 1, 3, 3), np.float32) * 0.1, name="w")
+        b = sd.parameter(np.zeros(4, np.float32), name="b")
+        h = sd.max_pool2d(sd.relu(sd.conv2d(x, w, b, padding=1)), 2)
+        loss = sd.mean(sd.tanh(h) * 2.0 - 0.5)
+        gw, gb = sd.grad(loss, [w, b])
+        f = sd.compile([x], [loss], updates={w: w - 0.1 * gw, b: b - 0.1 * gb}, target="cpu")
+        f(np.ones((3, 1, 8, 8), np.float32))
+        r = f.compile_report
+        print("COMPILED", r.numba_compiled, "HITS", r.numba_cache_hits)
+        """
+    )
+    env = dict(os.environ, SYMDL_CACHE_DIR=str(tmp_path / "symdl"), NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    outs = []
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("COMPILED")][0].split()
+        outs.append((int(line[1]), int(line[3])))
+    assert outs[0][0] > 0  # the first process compiled its kernels ...
+    assert outs[1][0] == 0 and outs[1][1] > 0  # ... the second loaded every one from the disk cache
+
+
+def _bn_dropout_net():
+    rng = np.random.default_rng(3)
+    x = sd.placeholder((None, 2, 6, 6), name="x")
+    w = sd.parameter(rng.normal(0, 0.3, (4, 2, 3, 3)).astype(np.float32), name="w")
+    rm = sd.parameter(rng.normal(0, 0.1, 4).astype(np.float32), name="rm", trainable=False)
+    rv = sd.parameter(rng.uniform(0.5, 1.5, 4).astype(np.float32), name="rv", trainable=False)
+    g = sd.parameter(rng.uniform(0.5, 1.5, 4).astype(np.float32), name="g")
+    b = sd.parameter(rng.normal(0, 0.1, 4).astype(np.float32), name="b")
+    h = sd.relu(sd.batch_norm(sd.conv2d(x, w, padding=1), rm, rv, g, b))
+    out = sd.dropout(sd.flatten(h, 1), 0.5) @ sd.parameter(rng.normal(0, 0.1, (144, 3)).astype(np.float32))
+    return x, out, rng.normal(size=(5, 2, 6, 6)).astype(np.float32)
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_eval_plan_is_folded_and_has_no_training_kernels(freeze):
+    x, out, xv = _bn_dropout_net()
+    unfolded = sd.compile([x], [out], mode="eval", target="cpu", passes={"fold_bn": False})
+    f = sd.compile([x], [out], mode="eval", target="cpu", freeze_parameters=freeze)
+    ops = {n.op.name for k in f.lowered.kernels for n in k.nodes}
+    assert not ops & {"dropout_mask", "batch_count", "batch_norm_eval", "mode_switch"}
+    assert not f.program.updates
+    assert any(k.name.startswith(f"k{k.index}_conv+add+relu") for k in f.lowered.kernels)
+    np.testing.assert_allclose(f(xv)[0], unfolded(xv)[0], rtol=1e-5, atol=1e-6)
+    ref = sd.compile([x], [out], mode="eval")(xv)[0]
+    np.testing.assert_allclose(f(xv)[0], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_fusion_rejections_are_explained():
+    x = sd.placeholder((None, 4), name="x")
+    w = sd.parameter(np.ones((4, 3), np.float32), name="w")
+    h = x @ w
+    f = sd.compile([x], [sd.relu(h + 1.0), h], target="cpu")
+    assert "matmul is a program output" in f.explain()
+    assert len(f.lowered.kernels) == 2
+
+
+def test_plan_profile_and_memory_report():
+    x, y, _, _, loss, updates = _mlp(hidden=32)
+    f = sd.compile([x, y], [loss], updates=updates, target="cpu")
+    xs, ys = _data(16)
+    text = str(f.plan)
+    assert "epilogue" in text and "matmul+add+relu" in text and "test_cpu_target.py" in text
+    prof = f.profile(xs, ys, repeat=3)
+    table = str(prof)
+    assert "backward" in table and "forward" in table
+    mem = f.memory_report()
+    assert 0 < mem.planned_peak_bytes < mem.unplanned_bytes
+    rep = f.compile_report
+    assert rep.kernels == len(f.lowered.compiled) and {"passes", "fusion", "codegen", "numba_jit"} <= set(rep.timings)
+    assert "numba" in str(rep).lower()
+
+
+def test_render_compiled_plan_draws_kernel_clusters(tmp_path):
+    x, y, _, _, loss, updates = _mlp()
+    f = sd.compile([x, y], [loss], updates=updates, target="cpu")
+    from symdl.render import graph_to_dot
+
+    src = graph_to_dot(f)
+    assert "cluster" in src and "epilogue" in src
+
+
+def test_missing_kernel_is_a_compile_error_naming_the_op():
+    x = sd.placeholder((None,), "int64", name="labels")
+    with pytest.raises(sd.GraphError, match=r"(?s)one_hot.*test_cpu_target.py"):
+        sd.compile([x], [sd.one_hot(x)], target="cpu")
+
+
+def test_parameters_are_updated_in_place_and_rebound():
+    x, y, params, _, loss, updates = _mlp()
+    f = sd.compile([x, y], [loss], updates=updates, target="cpu")
+    xs, ys = _data(8)
+    f(xs, ys)
+    w = params[0]
+    held = w.value
+    f(xs, ys)
+    assert w.value is held  # updated in place: no new array per step
+    w.value = np.zeros_like(held)  # user replaces the value: the plan rebinds
+    ref = sd.compile([x, y], [loss], updates=updates)
+    saved = [p.value.copy() for p in params]
+    want = ref(xs, ys)[0]
+    for p, v in zip(params, saved):
+        p.value = v
+    np.testing.assert_allclose(f(xs, ys)[0], want, rtol=1e-5)
