@@ -30,7 +30,7 @@ from symdl.graph import Tensor
 from symdl.ops.conv import Conv
 from symdl.ops.elementwise import Elementwise, FillLike
 from symdl.ops.reduce import MatMul
-from symdl.ops.shape import BroadcastLike, ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze
+from symdl.ops.shape import BroadcastLike, ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
 ANCHOR_OPS: tuple[type, ...] = (MatMul, Conv)
 VIEW_OPS: tuple[type, ...] = (Reshape, ReshapeLike, ExpandDims, Squeeze, Flatten)
@@ -95,9 +95,17 @@ class _Partitioner:
         return bits
 
     def _singleton(self, k: int, n: Tensor) -> _Group:
-        g = _Group(_kind_of(n), n.shape if is_elementwise(n) else None, [k], 1 << k, self._reach(n, []))
+        kind = "view" if self._transpose_for_matmul(k, n) else _kind_of(n)
+        g = _Group(kind, n.shape if is_elementwise(n) else None, [k], 1 << k, self._reach(n, []))
         self.group.append(g)
         return g
+
+    def _transpose_for_matmul(self, k: int, n: Tensor) -> bool:
+        """A 2-d transpose read only by 2-d matmuls is a free view: BLAS takes the F-contiguous operand as is."""
+        if not isinstance(n.op, Transpose) or n.ndim != 2 or n.id in self.needed:
+            return False
+        users = [self.nodes[c] for c in self.consumers.get(k, [])]
+        return bool(users) and all(isinstance(u.op, MatMul) and u.ndim == 2 and u.inputs[0].ndim == 2 for u in users)
 
     def _join(self, k: int, n: Tensor) -> _Group:
         parts: list[_Group] = []

@@ -15,7 +15,8 @@ Kernel kinds
   shape is the anchor's shape and which is the anchor's only consumer (bias add + activation). The emitter
   runs the anchor into the epilogue's output buffer and then applies the elementwise chain in place.
 - ``"view"``: a reshape-family node (reshape, reshape_like, expand_dims, squeeze, flatten) whose output is a
-  view of its C-contiguous input: no copy, no code.
+  view of its C-contiguous input: no copy, no code; also a 2-d transpose read only by 2-d matmuls, whose
+  F-contiguous view BLAS takes as it is.
 
 Calling convention (destination passing)
 ----------------------------------------

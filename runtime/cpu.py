@@ -123,13 +123,13 @@ class Instance:
             isinstance(out, np.ndarray)
             and out.shape == self.shapes[node.id]
             and out.dtype == node.dtype
-            and out.flags.c_contiguous
+            and (out.flags.c_contiguous or (out.flags.f_contiguous and out.ndim == 2))  # F: transposes for BLAS
             and (out.size == 0 or np.may_share_memory(out, ins[0]))
         )
         if not ok:
             got = f"{getattr(out, 'shape', '?')} {getattr(out, 'dtype', type(out).__name__)}"
             raise SymdlError(
-                f"internal: view kernel {s.name} returned {got}, not a C-contiguous view of its input of shape "
+                f"internal: view kernel {s.name} returned {got}, not a contiguous view of its input of shape "
                 f"{self.shapes[node.id]} {node.dtype}{s.where()}"
             )
         return out

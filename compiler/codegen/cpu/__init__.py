@@ -23,7 +23,7 @@ from compiler.codegen.cpu.elementwise import build_elementwise
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
-from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze
+from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
 __all__ = ["build_kernel", "build_elementwise"]
 
@@ -117,4 +117,6 @@ def view_function(node: Tensor) -> Callable[..., np.ndarray]:
         ndim = node.inputs[0].ndim
         start, end = op.start % max(ndim, 1), op.end % max(ndim, 1)
         return lambda x: np.reshape(x, x.shape[:start] + (math.prod(x.shape[start : end + 1]),) + x.shape[end + 1 :])
+    if isinstance(op, Transpose) and tuple(op.perm) == (1, 0):
+        return np.transpose  # an F-contiguous view, read only by matmul (see compiler.fusion)
     raise GraphError(f"the cpu target has no view kernel for op {op.name}{where(node.frame)}")

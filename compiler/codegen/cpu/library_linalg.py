@@ -61,6 +61,11 @@ def _c(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 
+def _cf(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when C- or F-contiguous, else a C-contiguous copy (for BLAS, which takes either layout)."""
+    return a if a.flags.c_contiguous or a.flags.f_contiguous else np.ascontiguousarray(a)
+
+
 def _as4d(a: np.ndarray) -> np.ndarray:
     """(N, C, L) → the (N, C, 1, L) view (1-d convolution and pooling run as 2-d)."""
     s = a.shape
@@ -83,7 +88,7 @@ def _valid_range(off: int, step: int, size: int, nout: int) -> tuple[int, int]:
 
 @njit(cache=True)
 def _matmul2d(a, b, out):  # noqa: ANN001, ANN202
-    """``out = a @ b`` for C-contiguous (m, k), (k, n), (m, n): one BLAS GEMM."""
+    """``out = a @ b`` for (m, k), (k, n) C- or F-contiguous and (m, n) C-contiguous: one BLAS GEMM."""
     np.dot(a, b, out)
 
 
@@ -106,6 +111,14 @@ def _batch_maps(a_batch: tuple[int, ...], b_batch: tuple[int, ...]) -> tuple[np.
 def matmul_factory(node: Tensor) -> LibraryImpl:
     """``a @ b`` with NumPy matmul semantics (rank >= 2, broadcast batch dims)."""
     a_t, b_t = node.inputs
+    if a_t.ndim == 2 and b_t.ndim == 2:
+
+        def run2d(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+            # BLAS takes C- or F-contiguous operands as they are: a transposed operand (an F-contiguous view
+            # made by a transpose view kernel) costs no copy
+            _matmul2d(_cf(a), _cf(b), out)
+
+        return LibraryImpl(run2d, [_matmul2d])
     if b_t.ndim == 2:
 
         def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

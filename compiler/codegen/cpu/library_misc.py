@@ -62,7 +62,7 @@ from symdl.ops.shape import (
     _unbroadcast_axes,
 )
 
-__all__ = ["PARALLEL_MIN_SIZE", "ReducePlan", "one_hot_num_classes", "reduce_plan"]
+__all__ = ["PARALLEL_MIN_SIZE", "ReducePlan", "reduce_plan"]
 
 PARALLEL_MIN_SIZE = 1 << 15  # inputs smaller than this run the serial twin (thread start-up dominates)
 _TASKS_PER_THREAD = 4  # aim for this many tasks per thread (load balance)
@@ -600,8 +600,6 @@ def one_hot_kernel(labels: np.ndarray, out2: np.ndarray) -> None:
 def _one_hot_runner(op: OneHot) -> Callable[..., None]:
     def run(labels: np.ndarray, out: np.ndarray) -> None:
         n = out.shape[-1]
-        if op.num_classes < 0 and labels.size == 0:
-            raise OpRuntimeError("cannot infer the number of classes (num_classes=-1) from an empty tensor")
         _check_indices(labels, n, "label", "classes", None)
         if out.size:
             one_hot_kernel(_c(labels).reshape(-1), out.reshape(-1, n))
@@ -619,15 +617,6 @@ def _one_hot(node: Tensor) -> LibraryImpl:
             f"every buffer from the input shapes; pass num_classes explicitly{where(node.frame)}"
         )
     return LibraryImpl(_one_hot_runner(node.op), [one_hot_kernel])
-
-
-def one_hot_num_classes(op: OneHot, labels: np.ndarray) -> int:
-    """The run-time class count of ``one_hot`` (for the runtime's output allocation; same rule as ``perform``)."""
-    if op.num_classes >= 0:
-        return op.num_classes
-    if labels.size == 0:
-        raise OpRuntimeError("cannot infer the number of classes (num_classes=-1) from an empty tensor")
-    return max(int(labels.max()) + 1, 1)
 
 
 @numba.njit(parallel=True, **_JIT)
