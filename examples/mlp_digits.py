@@ -55,12 +55,13 @@ def train(
     seed: int = 0,
     verbose: bool = True,
     render: str | None = None,
+    target: str = "cpu",
 ) -> dict:
     """Plain minibatch SGD with the learning rate decayed linearly to zero over the run."""
     x_train, y_train, x_test, y_test = digits_split(seed)
     g = build(seed)
-    step = sd.compile([g["x"], g["y"], g["lr"]], [g["loss"]], updates=g["updates"])
-    predict = sd.compile([g["x"]], [sd.argmax(g["logits"], axis=1)], mode="eval")
+    step = sd.compile([g["x"], g["y"], g["lr"]], [g["loss"]], updates=g["updates"], target=target)
+    predict = sd.compile([g["x"]], [sd.argmax(g["logits"], axis=1)], mode="eval", target=target)
     rng = np.random.default_rng(seed + 1)
     history = []
     for epoch in range(epochs):
@@ -83,5 +84,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--render", help="write the forward+backward graph here (.svg/.png)")
+    parser.add_argument("--target", default="cpu", choices=["cpu", "reference"])
     args = parser.parse_args()
-    train(epochs=args.epochs, render=args.render)
+    train(epochs=args.epochs, render=args.render, target=args.target)

@@ -176,3 +176,23 @@ def test_parameters_are_updated_in_place_and_rebound():
     for p, v in zip(params, saved):
         p.value = v
     np.testing.assert_allclose(f(xs, ys)[0], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("off", [None, "simplify", "fold_bn", "constant_fold"])
+def test_each_pass_switched_off_still_matches_reference(off):
+    passes = {} if off is None else {off: False}
+    x, out, xv = _bn_dropout_net()
+    f = sd.compile([x], [out], mode="eval", target="cpu", passes=passes, freeze_parameters=True)
+    np.testing.assert_allclose(f(xv)[0], sd.compile([x], [out], mode="eval")(xv)[0], rtol=1e-5, atol=1e-6)
+    sd.manual_seed(0)
+    xm, ym, params, _, loss, updates = _mlp(dropout=0.3)
+    xs, ys = _data(16)
+    saved = [p.value.copy() for p in params]
+    got = sd.compile([xm, ym], [loss], updates=updates, target="cpu", passes=passes)(xs, ys)[0]
+    got_w = params[0].value.copy()
+    for p, v in zip(params, saved):
+        p.value = v
+    sd.manual_seed(0)  # the reference run draws the same dropout mask
+    want = sd.compile([xm, ym], [loss], updates=updates)(xs, ys)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    np.testing.assert_allclose(got_w, params[0].value, rtol=1e-5, atol=1e-7)

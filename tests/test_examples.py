@@ -16,8 +16,16 @@ def test_logistic_regression_digits():
 
 @pytest.mark.slow
 def test_mlp_digits_reaches_95_percent():
-    result = mlp_digits.train(epochs=30, verbose=False)
+    result = mlp_digits.train(epochs=30, verbose=False, target="cpu")
     assert result["test_accuracy"] >= 0.95
     history = result["loss_history"]
     assert history[-1] < 0.5 * history[0]
     assert np.all(np.isfinite(history))
+
+
+@pytest.mark.slow
+def test_mlp_digits_cpu_target_follows_the_reference_loss_curve():
+    cpu = mlp_digits.train(epochs=4, verbose=False, target="cpu")
+    ref = mlp_digits.train(epochs=4, verbose=False, target="reference")
+    np.testing.assert_allclose(cpu["loss_history"], ref["loss_history"], rtol=1e-4)
+    assert cpu["test_accuracy"] == pytest.approx(ref["test_accuracy"], abs=1 / 450)
