@@ -99,6 +99,11 @@ def _build(steps, leaves, lib):
         elif step[0] == "binary":
             fn = BINARY[step[1]][lib]
             a, b = nodes[step[2]], nodes[step[3]]
+            try:  # reductions can leave shapes that no longer broadcast: such a step is skipped
+                np.broadcast_shapes(np.shape(a) if lib else a.shape, np.shape(b) if lib else b.shape)
+            except ValueError:
+                nodes.append(a)
+                continue
             nodes.append(fn(a, b))
         else:
             _, name, k, mask, keepdims, all_axes = step

@@ -80,7 +80,14 @@ def _wrap(expr: str, dtype: np.dtype) -> str:
     return f"{ctor(dtype)}({expr})" if np.dtype(dtype) in _NARROW else f"({expr})"
 
 
+#: float32 functions emitted by name; every target's generated module must define them (the CPU target
+#: imports vectorisable versions from ``compiler/codegen/cpu/fastmath.py``)
+F32_FUNCTIONS = {"exp": "exp_f32", "tanh": "tanh_f32"}
+
+
 def _math(fn: str, x: str, dtype: np.dtype) -> str:
+    if np.dtype(dtype) == np.float32 and fn in F32_FUNCTIONS:
+        return f"{F32_FUNCTIONS[fn]}({x})"
     return f"{ctor(dtype)}(math.{fn}({x}))"
 
 
@@ -222,9 +229,8 @@ def _sigmoid(op: object, a: list[str], dt: np.dtype) -> str:
     # the stable form of Sigmoid.compute: e = exp(-|x|); x >= 0: 1 / (1 + e), else e / (1 + e)
     x = a[0]
     one = lit(1, dt)
-    pos = f"{one} / ({one} + {_math('exp', '-' + x, dt)})"
-    e = _math("exp", x, dt)
-    return f"({pos} if {x} >= 0 else {e} / ({one} + {e}))"
+    e = _math("exp", f"-abs({x})", dt)  # one exp for both branches (the compiler merges the repeats)
+    return f"({one} / ({one} + {e}) if {x} >= 0 else {e} / ({one} + {e}))"
 
 
 def _softplus(op: ew.Softplus, a: list[str], dt: np.dtype) -> str:

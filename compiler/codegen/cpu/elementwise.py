@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from compiler.codegen.cache import NJIT_FLAGS, load_module
+from compiler.codegen.cpu.fastmath import FASTMATH_VERSION
 from compiler.codegen.scalar import prelude, scalar_expr
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.graph import Tensor
@@ -109,6 +110,7 @@ def emit_source(kernel: Kernel) -> str:
     shape = loop_shape(kernel)
     ops = "+".join(n.op.name for n in kernel.nodes)
     lines = [f'"""symdl elementwise kernel: {ops}; loop rank {len(shape)}."""', "", prelude()]
+    lines += ["from compiler.codegen.cpu.fastmath import exp_f32, tanh_f32", f"FASTMATH = {FASTMATH_VERSION!r}", ""]
     if shape:
         lines += _function("kernel_parallel", kernel, shape, parallel=True) + ["", ""]
     lines += _function("kernel_serial", kernel, shape, parallel=False)
