@@ -34,7 +34,7 @@ from symdl.graph import Constant, Parameter, Tensor, is_float
 MAX_INSTANCES = 8
 
 Signature = tuple[tuple[int, ...], ...]
-Bound = list[tuple[Callable[..., object], tuple[np.ndarray, ...]]]
+Bound = list[tuple[Callable[..., object], list[np.ndarray]]]
 
 
 class Instance:
@@ -49,10 +49,18 @@ class Instance:
         self.memory = memory
         self.backings = memory.allocate(fill=float("nan") if debug else None)
         prog = plan.program
+        # inputs read only by kernels are bound to the caller's arrays each call (no copy); inputs that views,
+        # outputs or updates refer to are copied into a buffer of their own, so those stay fixed
+        fixed = {t.id for s in plan.steps if s.is_view for t in s.inputs}
+        fixed |= {t.id for t in prog.outputs} | {v.id for _, v in prog.updates}
+        self.direct_inputs = [k for k in plan.used_inputs if prog.inputs[k].id not in fixed]
         self.input_buffers: dict[int, np.ndarray] = {
-            prog.inputs[k].id: np.empty(signature[k], prog.inputs[k].dtype) for k in plan.used_inputs
+            prog.inputs[k].id: np.zeros(signature[k], prog.inputs[k].dtype) for k in plan.used_inputs
         }
-        self.input_copies = [(self.input_buffers[prog.inputs[k].id], k) for k in plan.used_inputs]
+        direct_ids = {prog.inputs[k].id for k in self.direct_inputs}
+        self.input_copies = [
+            (self.input_buffers[prog.inputs[k].id], k) for k in plan.used_inputs if prog.inputs[k].id not in direct_ids
+        ]
         # update values whose storage is (a view of) a parameter are staged, so that swaps read old values
         self.staging: dict[int, np.ndarray] = {
             v.id: np.empty(p.shape, p.dtype) for p, v in prog.updates if isinstance(_storage_root(plan, v), Parameter)
@@ -79,17 +87,24 @@ class Instance:
         bound: Bound = []
         self.step_of_args: dict[int, int] = {}
         self.bound_steps: list[int] = []  # plan step index of each bound entry
+        direct = {prog.inputs[k].id: k for k in self.direct_inputs}
+        patches: dict[int, list[tuple[list, int]]] = {k: [] for k in self.direct_inputs}
         for k, s in enumerate(plan.steps):
             ins = [value(t) for t in s.inputs]
             if s.is_view:
                 arrays[s.outputs[0].id] = self._view(s, ins)
                 continue
-            args = (*ins, *(arrays[t.id] for t in s.outputs))
+            args = [*ins, *(arrays[t.id] for t in s.outputs)]
+            for pos, t in enumerate(s.inputs):
+                if t.id in direct:
+                    patches[direct[t.id]].append((args, pos))
             self.step_of_args[id(args)] = k
             self.bound_steps.append(k)
             bound.append((s.compiled.run, args))
+        self.patches = list(patches.items())
         self.bound = bound
         self.outputs = [value(t) for t in prog.outputs]
+        self._plan_fresh_outputs(bound, arrays)
         for p, _ in prog.updates:
             value(p)
         self.stage_copies = [(self.staging[v.id], value(v)) for _, v in prog.updates if v.id in self.staging]
@@ -98,6 +113,50 @@ class Instance:
         ]
         self.param_values = [(p, arrays[pid]) for pid, p in params.items()]
         self.arrays = arrays
+
+    def _plan_fresh_outputs(self, bound: Bound, arrays: dict[int, np.ndarray]) -> None:
+        """Program outputs written by a kernel straight into a new array each call (returned as is, no copy).
+
+        An output qualifies when its array is a kernel output that no view, update or earlier output refers to;
+        every argument slot holding its buffer is re-pointed at the new array before the kernels run."""
+        prog = self.plan.program
+        pinned = {t.id for s in self.plan.steps if s.is_view for t in s.inputs}
+        pinned |= {v.id for _, v in prog.updates} | {p.id for p, _ in prog.updates}
+        produced = {t.id for s in self.plan.steps if not s.is_view for t in s.outputs}
+        self.fresh: list[tuple[int, tuple[int, ...], np.dtype, list[tuple[list, int]]]] = []
+        seen: set[int] = set()
+        for k, t in enumerate(prog.outputs):
+            if t.id in seen or t.id in pinned or t.id not in produced:
+                seen.add(t.id)
+                continue
+            seen.add(t.id)
+            buf = arrays[t.id]
+            uses = [(args, pos) for _, args in bound for pos, a in enumerate(args) if a is buf]
+            self.fresh.append((k, buf.shape, buf.dtype, uses))
+        fresh_k = {k for k, *_ in self.fresh}
+        self.copied_outputs = [k for k in range(len(prog.outputs)) if k not in fresh_k]
+
+    def new_outputs(self) -> list[np.ndarray | None]:
+        """Fresh arrays for the qualifying outputs, bound into the kernels' arguments (see above)."""
+        outs: list[np.ndarray | None] = [None] * len(self.outputs)
+        for k, shape, dtype, uses in self.fresh:
+            a = np.empty(shape, dtype)
+            for args, pos in uses:
+                args[pos] = a
+            outs[k] = a
+        return outs
+
+    def feed(self, vals: list[np.ndarray]) -> None:
+        """Put this call's input arrays in place: copy into fixed buffers, or bind directly into the kernels'
+        argument lists (C-contiguous arrays as they are; others as a C-contiguous copy)."""
+        for buf, k in self.input_copies:
+            np.copyto(buf, vals[k])
+        for k, uses in self.patches:
+            a = vals[k]
+            if not a.flags.c_contiguous:
+                a = np.ascontiguousarray(a)
+            for args, pos in uses:
+                args[pos] = a
 
     def stale(self) -> bool:
         """True when some parameter's ``_value`` object is not the one bound (the user assigned ``p.value``)."""
@@ -261,10 +320,10 @@ class CpuFunction:
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         vals = validate_inputs(self.program, arrays)
         inst = self._instance(vals)
-        for buf, k in inst.input_copies:
-            np.copyto(buf, vals[k])
         if inst.stale():
             inst.bind()
+        inst.feed(vals)
+        outs = inst.new_outputs()
         if self.check_numerics or self.debug:
             self._run_checked(inst)
         else:
@@ -275,7 +334,8 @@ class CpuFunction:
                     run(*args)
             except Exception as e:
                 self._kernel_error(inst, args, e)
-        outs = [np.array(a, copy=True) for a in inst.outputs]
+        for k in inst.copied_outputs:
+            outs[k] = np.array(inst.outputs[k], copy=True)
         inst.apply_updates()
         return outs
 
@@ -284,10 +344,9 @@ class CpuFunction:
         (or loads from its disk cache) everything before the first real call. Parameters are not updated."""
         sig = tuple(tuple(batch if d is None else d for d in p.shape) for p in self.program.inputs)
         inst = self._instance_for(sig)
-        for buf, _ in inst.input_copies:
-            buf[...] = 0
         if inst.stale():
             inst.bind()
+        inst.feed([np.zeros(shape, p.dtype) for shape, p in zip(sig, self.program.inputs)])
         for run, args in inst.bound:
             run(*args)
 
@@ -385,10 +444,9 @@ class CpuFunction:
             t_call = clock()
             vals = validate_inputs(self.program, arrays)
             inst = self._instance(vals)
-            for buf, k in inst.input_copies:
-                np.copyto(buf, vals[k])
             if inst.stale():
                 inst.bind()
+            inst.feed(vals)
             for k, (run, args) in zip(inst.bound_steps, inst.bound):
                 t0 = clock()
                 run(*args)
