@@ -170,5 +170,11 @@ def _compile_cpu(program: Any, check_numerics: bool, warmup: bool, t_passes: flo
         after = dispatcher_stats(lowered.compiled)
         report.numba_compiled = after[1] - before[1]
         report.numba_cache_hits = after[0] - before[0]
+        if report.numba_compiled:
+            report.notes.append(
+                f"cache miss: {report.numba_compiled} kernel signatures were not in Numba's disk cache and were "
+                "compiled (first use of these kernels, dtypes or layouts on this machine and versions)"
+            )
+        # Numba warns when a function cannot be cached (e.g. it refers to dynamic globals): say which and why
         report.notes += sorted({str(w.message).splitlines()[0] for w in caught if "cach" in str(w.message).lower()})
     return fn
