@@ -206,6 +206,12 @@ POOL_CONFIGS = {
     "non-dividing-ceil": ((1, 2, 9, 7), (3, 2), (2, 3), (1, 1), (1, 1), True),
     "dilated": ((2, 2, 9, 9), (2, 3), (1, 2), (1, 1), (2, 1), False),
     "1d-ceil": ((2, 3, 10), (3,), (2,), (1,), (1,), True),
+    # no padding or dilation, every window inside: the max-pool fast path (windows overlap in the second)
+    "2x2-odd-fast": ((2, 3, 9, 7), (2, 2), (2, 2), (0, 0), (1, 1), False),
+    "3x2-s1-fast": ((2, 2, 6, 7), (3, 2), (1, 1), (0, 0), (1, 1), False),
+    "1d-fast": ((2, 3, 11), (3,), (3,), (0,), (1,), False),
+    # no padding, but ceil_mode makes the last window stick out: the general path
+    "2x2-ceil-partial": ((2, 3, 7, 7), (2, 2), (2, 2), (0, 0), (1, 1), True),
 }
 
 
@@ -242,7 +248,9 @@ def test_max_pool_family(rng, name, dtype):
         check(nodes[kind], arrays, serial=dtype is np.float32)
 
 
-@pytest.mark.parametrize("name", ["3x3-s2-p1-ceil", "dilated", "1d-ceil"])
+@pytest.mark.parametrize(
+    "name", ["3x3-s2-p1-ceil", "dilated", "1d-ceil", "2x2", "3x2-s1-fast", "1d-fast", "2x2-ceil-partial"]
+)
 def test_max_pool_ties_go_to_the_first_max(rng, name):
     """Few distinct values: many tied maxima; the gradient goes to the first in row-major window order."""
     cfg = POOL_CONFIGS[name]
@@ -252,19 +260,30 @@ def test_max_pool_ties_go_to_the_first_max(rng, name):
         check(nodes[kind], arrays)
 
 
-def test_max_pool_nan_and_all_minus_inf(rng):
+@pytest.mark.parametrize("name", ["3x3-s2-p1-ceil", "2x2-odd-fast", "3x2-s1-fast"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_nan_and_all_minus_inf(rng, name, dtype):
     """A NaN wins its windows (as ``np.argmax``); a window of -inf points into its first tap, padding included."""
-    cfg = POOL_CONFIGS["3x3-s2-p1-ceil"]
-    _, nodes = max_pool_nodes(cfg, np.float64)
-    x = randn(rng, cfg[0], np.float64)
+    cfg = POOL_CONFIGS[name]
+    _, nodes = max_pool_nodes(cfg, dtype)
+    x = randn(rng, cfg[0], dtype)
     x[0, 0, 3, 4] = np.nan
+    x[0, 0, 1, 1] = np.nan  # two NaNs, some windows hold both: the first wins
+    x[0, 0, 1, 2] = np.nan
     x[0, 1, :3, :3] = -np.inf
-    for kind in ("max", "indices", "grad"):
-        arrays = max_pool_arrays(rng, cfg, np.float64, x)[kind]
+    x[1, 0, 2:4, 2:4] = [[-0.0, 0.0], [0.0, -0.0]]  # signed zeros tie: the first is kept
+    x[1, 0, 0, :4] = [5.0, np.inf, np.inf, 5.0]
+    for kind in ("max", "indices", "gather", "grad"):
+        arrays = max_pool_arrays(rng, cfg, dtype, x)[kind]
         ref = nodes[kind].op.perform(*arrays)
-        out = np.empty(ref.shape, ref.dtype)
-        lookup(nodes[kind])(nodes[kind]).run(*arrays, out)
-        np.testing.assert_array_equal(out, ref)
+        impl = lookup(nodes[kind])(nodes[kind])
+        for run in (impl.run, impl.serial):
+            out = np.empty(ref.shape, ref.dtype)
+            run(*arrays, out)
+            if kind == "grad":  # overlapping windows add up in another order than the reference's bincount
+                np.testing.assert_allclose(out, ref, rtol=RTOL[np.dtype(dtype)], atol=RTOL[np.dtype(dtype)])
+            else:
+                np.testing.assert_array_equal(out, ref)
 
 
 # (x shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
