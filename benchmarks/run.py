@@ -17,6 +17,11 @@ os.environ.setdefault("NUMBA_NUM_THREADS", os.environ.get("SYMDL_BENCH_THREADS",
 os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SYMDL_BENCH_THREADS", "2"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+try:  # PyTorch first, so that its OpenMP runtime starts with its own defaults (symdl sets GOMP_SPINCOUNT=0
+    import torch  # noqa: F401  for Numba's OpenMP threads, which would otherwise also apply to torch's)
+except ImportError:
+    pass
+
 import numpy as np  # noqa: E402
 from common import (  # noqa: E402
     conv_bn_relu_net,

@@ -4,14 +4,7 @@ Declare a static graph with placeholders and parameters, differentiate it symbol
 :func:`grad`, and :func:`compile` it into a callable.
 """
 
-import os as _os
-
-# Numba's parallel loops run on GNU OpenMP threads, whose default is to spin for a while after each parallel
-# region; BLAS (OpenBLAS) runs its own threads. On a machine with few cores the spinning OpenMP threads starve
-# the BLAS threads of the next GEMM (measured here: MLP train step 58 ms with spinning vs 5.8 ms without).
-# Must be set before libgomp is loaded; an explicit user setting wins.
-_os.environ.setdefault("GOMP_SPINCOUNT", "0")
-
+from symdl._threads import THREADS_CONFIG as _THREADS_CONFIG  # first: before any OpenMP runtime loads
 from symdl.errors import GradientError, GraphError, NumericsError, OpRuntimeError, ShapeError, SymdlError
 from symdl.graph import Parameter, Tensor, constant, parameter, placeholder
 from symdl.ops import *  # noqa: F403
