@@ -20,8 +20,8 @@ def _openmp_loaded() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        with open("/proc/self/maps") as maps:
-            return any("libgomp" in line for line in maps)
+        with open("/proc/self/maps") as maps:  # the soname Numba's OpenMP layer binds to (PyTorch ships one)
+            return any(line.rstrip().endswith("/libgomp.so.1") for line in maps)
     except OSError:
         return False
 
