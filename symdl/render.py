@@ -40,7 +40,7 @@ import numpy as np
 
 from symdl.graph import ConstantOp, Op, ParameterOp, PlaceholderOp, Tensor, is_float, toposort
 
-__all__ = ["render", "print_graph", "format_graph", "graph_to_dot", "GraphvizMissingWarning"]
+__all__ = ["render", "print_graph", "format_graph", "graph_to_dot", "to_networkx", "GraphvizMissingWarning"]
 
 Outputs = Tensor | Sequence[Tensor] | Mapping[str, Tensor]
 
@@ -696,3 +696,28 @@ def render(
         msg = proc.stderr.decode("utf-8", "replace").strip()
         raise RuntimeError(f"render: dot -T{fmt} failed (exit {proc.returncode}): {msg}")
     return str(target)
+
+
+def to_networkx(outputs: Outputs) -> Any:
+    """The graph that computes ``outputs`` as a ``networkx.DiGraph`` for analysis (paths, centrality, custom
+    layouts): one node per tensor id with attributes ``op``, ``name``, ``shape``, ``dtype``, ``role`` and
+    ``frame``; an edge from each input to its consumer, with the input position as ``index``."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    pairs = _as_outputs(outputs)
+    for n in toposort([t for _, t in pairs]):
+        graph.add_node(
+            n.id,
+            op=n.op.name,
+            name=n.name,
+            shape=tuple(n.shape),
+            dtype=str(n.dtype),
+            role=n.role,
+            frame=str(n.frame) if n.frame is not None else None,
+        )
+        for k, i in enumerate(n.inputs):
+            graph.add_edge(i.id, n.id, index=k)
+    for k, (_, t) in enumerate(pairs):
+        graph.nodes[t.id].setdefault("outputs", []).append(k)
+    return graph

@@ -248,3 +248,18 @@ def test_render_png_and_format_argument(tmp_path):
     assert (tmp_path / "noext.png").read_bytes()[:4] == b"\x89PNG"
     written = render(loss, tmp_path / "sub" / "default")  # svg by default, folders made
     assert written.endswith("default.svg")
+
+
+def test_to_networkx_mirrors_the_graph():
+    import networkx as nx
+
+    x = symdl.placeholder((None, 4), name="x")
+    w = symdl.parameter(np.ones((4, 3), np.float32), name="w")
+    loss = symdl.tanh(x @ w).mean()
+    (gw,) = symdl.grad(loss, [w])
+    g = symdl.to_networkx([loss, gw])
+    assert nx.is_directed_acyclic_graph(g)
+    assert g.nodes[x.id]["op"] == "placeholder" and g.nodes[w.id]["shape"] == (4, 3)
+    assert g.nodes[gw.id]["role"] == "backward" and g.nodes[gw.id]["outputs"] == [1]
+    assert nx.has_path(g, w.id, loss.id) and nx.has_path(g, x.id, gw.id)
+    assert g.number_of_nodes() == len(symdl.graph.toposort([loss, gw]))
