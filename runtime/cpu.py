@@ -65,6 +65,7 @@ class Instance:
         self.staging: dict[int, np.ndarray] = {
             v.id: np.empty(p.shape, p.dtype) for p, v in prog.updates if isinstance(_storage_root(plan, v), Parameter)
         }
+        self.in_place_updates = _in_place_updates(plan, set(self.staging))
         self.bind()
 
     # ------------------------------------------------------------------------------------------------
@@ -74,6 +75,8 @@ class Instance:
         arrays: dict[int, np.ndarray] = dict(self.input_buffers)
         for v in self.memory.assignment:
             arrays[v] = self.memory.array(self.backings, v)
+        for p, v in self.in_place_updates:  # the update kernel writes the new value over the parameter itself
+            arrays[v.id] = self._leaf(p, True)
         update_targets = {p.id for p, _ in prog.updates}
         params: dict[int, Parameter] = {}
 
@@ -108,8 +111,11 @@ class Instance:
         for p, _ in prog.updates:
             value(p)
         self.stage_copies = [(self.staging[v.id], value(v)) for _, v in prog.updates if v.id in self.staging]
+        in_place = {v.id for _, v in self.in_place_updates}
         self.update_copies = [
-            (value(p), self.staging[v.id] if v.id in self.staging else value(v)) for p, v in prog.updates
+            (value(p), self.staging[v.id] if v.id in self.staging else value(v))
+            for p, v in prog.updates
+            if v.id not in in_place
         ]
         self.param_values = [(p, arrays[pid]) for pid, p in params.items()]
         self.arrays = arrays
@@ -198,6 +204,44 @@ class Instance:
             np.copyto(dst, src)
         for dst, src in self.update_copies:
             np.copyto(dst, src)
+
+
+def _in_place_updates(plan: Plan, staged: set[int]) -> list[tuple[Parameter, Tensor]]:
+    """Updates ``p <- v`` whose elementwise kernel may write ``v`` straight into ``p``'s array.
+
+    Safe when ``v`` is computed by an ``"elementwise"`` kernel (each element is read before it is written, so
+    reading ``p`` in the same kernel is fine), is not a program output or staged, is read by no later step,
+    no later step reads ``p`` (or a view of it), and neither another update nor an output takes ``p``'s old
+    value: then nothing can observe the old value after the write.
+    The optimiser update of a parameter then costs one pass over memory and no copy."""
+    prog = plan.program
+    outputs = {t.id for t in prog.outputs}
+    producer: dict[int, int] = {}
+    for k, s in enumerate(plan.steps):
+        for t in s.outputs:
+            producer[t.id] = k
+    targets: dict[int, int] = {}
+    result = []
+    for p, v in prog.updates:
+        k = producer.get(v.id)
+        if k is None or v.id in outputs or v.id in staged or plan.steps[k].kind != "elementwise":
+            continue
+        if sum(1 for q, _ in prog.updates if q is p) != 1 or targets.get(v.id) is not None:
+            continue
+        aliases = {p.id}
+        for s in plan.steps:  # views of p read p too
+            if s.is_view and any(t.id in aliases for t in s.inputs):
+                aliases |= {t.id for t in s.outputs}
+        later = plan.steps[k + 1 :]
+        if any(t.id in aliases or t.id == v.id for s in later for t in s.inputs):
+            continue
+        if any(v2.id in aliases for q, v2 in prog.updates if q is not p):  # another update copies p's old value
+            continue
+        if any(t.id in aliases for t in prog.outputs):  # outputs are copied after the kernels ran
+            continue
+        targets[v.id] = p.id
+        result.append((p, v))
+    return result
 
 
 def _storage_root(plan: Plan, t: Tensor) -> Tensor:
@@ -341,14 +385,21 @@ class CpuFunction:
 
     def warmup(self, batch: int = 2) -> None:
         """Run every kernel once on zero inputs (dims declared None set to ``batch``) so that Numba compiles
-        (or loads from its disk cache) everything before the first real call. Parameters are not updated."""
+        (or loads from its disk cache) everything before the first real call. Parameters keep their values
+        (in-place update kernels write into them, so those are saved and restored)."""
         sig = tuple(tuple(batch if d is None else d for d in p.shape) for p in self.program.inputs)
         inst = self._instance_for(sig)
         if inst.stale():
             inst.bind()
         inst.feed([np.zeros(shape, p.dtype) for shape, p in zip(sig, self.program.inputs)])
-        for run, args in inst.bound:
-            run(*args)
+        inst.new_outputs()
+        saved = [(p, p._value.copy()) for p, _ in inst.in_place_updates]
+        try:
+            for run, args in inst.bound:
+                run(*args)
+        finally:
+            for p, value in saved:
+                np.copyto(p._value, value)
 
     def _instance(self, vals: list[np.ndarray]) -> Instance:
         return self._instance_for(tuple(a.shape for a in vals))
