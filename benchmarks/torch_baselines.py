@@ -7,6 +7,19 @@ from collections.abc import Callable
 import numpy as np
 
 
+def _train_step(torch, model, opt, x, y) -> Callable[[], object]:  # noqa: ANN001
+    """One eager training step: zero grads, cross-entropy, backward, optimiser step."""
+
+    def step() -> object:
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss
+
+    return step
+
+
 def mlp_step(torch, sizes: tuple[int, ...], batch: int, seed: int = 0) -> Callable[[], object]:  # noqa: ANN001
     nn = torch.nn
     torch.manual_seed(seed)
@@ -21,14 +34,7 @@ def mlp_step(torch, sizes: tuple[int, ...], batch: int, seed: int = 0) -> Callab
     x = torch.from_numpy(rng.normal(size=(batch, sizes[0])).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, sizes[-1], batch))
 
-    def step() -> object:
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return _train_step(torch, model, opt, x, y)
 
 
 def lenet_step(torch, batch: int, seed: int = 0) -> Callable[[], object]:  # noqa: ANN001
@@ -44,14 +50,7 @@ def lenet_step(torch, batch: int, seed: int = 0) -> Callable[[], object]:  # noq
     x = torch.from_numpy(rng.normal(size=(batch, 1, 28, 28)).astype(np.float32))
     y = torch.from_numpy(rng.integers(0, 10, batch))
 
-    def step() -> object:
-        opt.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return _train_step(torch, model, opt, x, y)
 
 
 def elementwise_chain(torch, x: np.ndarray) -> Callable[[], object]:  # noqa: ANN001
