@@ -124,7 +124,9 @@ CONV_CONFIGS = {
     "groups": ((2, 4, 8, 7), (6, 2, 3, 2), (2, 1), ((1, 1), (1, 1)), (1, 2), 2),
     "depthwise": ((2, 4, 6, 6), (4, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 4),
     "depthwise-multiplier": ((1, 3, 7, 5), (6, 1, 2, 3), (3, 2), ((0, 1), (2, 0)), (1, 1), 3),
-    "1x1": ((3, 5, 4, 4), (2, 5, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "1x1": ((3, 5, 4, 4), (2, 5, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),  # no im2col: x[i] is the operand
+    "1x1-groups": ((3, 4, 3, 5), (6, 2, 1, 1), (1, 1), ((0, 0), (0, 0)), (1, 1), 2),
+    "1x1-strided-padded": ((2, 3, 5, 4), (4, 3, 1, 1), (2, 1), ((1, 0), (0, 1)), (1, 1), 1),  # im2col again
     "kernel-covers-input": ((2, 2, 3, 3), (3, 2, 3, 3), (2, 2), ((0, 0), (0, 0)), (1, 1), 1),
     "1d": ((2, 3, 11), (5, 3, 3), (2,), ((1, 2),), (2,), 1),
     "1d-depthwise": ((3, 4, 9), (4, 1, 4), (1,), ((2, 1),), (1,), 4),
@@ -184,6 +186,27 @@ def test_conv_new_batch_and_image_size_do_not_recompile(rng, algo):
     for node, impl, arrays in zip(nodes, impls, conv_arrays(rng, bigger, np.float32, batch=5)):
         check(node, arrays, impl)
     assert [len(d.signatures) for i in impls for d in i.dispatchers] == before
+
+
+def test_conv_workspace_reused_across_batch_sizes(rng):
+    """The im2col workspace lives in the factory's closure: larger, smaller, larger batches all stay exact."""
+    cfg = CONV_CONFIGS["groups"]
+    nodes = conv_nodes(cfg, np.float32)
+    impls = [L.conv_impl(n, "im2col") for n in nodes]
+    for batch in (5, 2, 7, 1):
+        for node, impl, arrays in zip(nodes, impls, conv_arrays(rng, cfg, np.float32, batch=batch)):
+            check(node, arrays, impl, serial=True)
+
+
+def test_conv_parallel_call_restores_blas_threads(rng):
+    """The parallel kernels run BLAS single-threaded inside ``prange``; the thread counts come back afterwards."""
+    cfg = CONV_CONFIGS["plain"]
+    node = conv_nodes(cfg, np.float32)[0]
+    impl = L.conv_impl(node, "im2col")
+    controls = L._openblas_thread_controls()
+    before = [get() for get, _ in controls]
+    check(node, conv_arrays(rng, cfg, np.float32, batch=4)[0], impl)
+    assert [get() for get, _ in controls] == before
 
 
 def test_conv_public_api_same_padding(rng):
