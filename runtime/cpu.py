@@ -130,17 +130,20 @@ class Instance:
         pinned |= {v.id for _, v in prog.updates} | {p.id for p, _ in prog.updates}
         produced = {t.id for s in self.plan.steps if not s.is_view for t in s.outputs}
         self.fresh: list[tuple[int, tuple[int, ...], np.dtype, list[tuple[list, int]]]] = []
-        seen: set[int] = set()
+        first: dict[int, int] = {}  # node id -> position of its first occurrence among the outputs
         for k, t in enumerate(prog.outputs):
-            if t.id in seen or t.id in pinned or t.id not in produced:
-                seen.add(t.id)
+            if t.id in first or t.id in pinned or t.id not in produced:
+                first.setdefault(t.id, k)
                 continue
-            seen.add(t.id)
+            first[t.id] = k
             buf = arrays[t.id]
             uses = [(args, pos) for _, args in bound for pos, a in enumerate(args) if a is buf]
             self.fresh.append((k, buf.shape, buf.dtype, uses))
         fresh_k = {k for k, *_ in self.fresh}
-        self.copied_outputs = [k for k in range(len(prog.outputs)) if k not in fresh_k]
+        # the other outputs are copied: from the fresh array when the same node was returned fresh earlier
+        self.copied_outputs = [
+            (k, first[t.id] if first[t.id] in fresh_k else None) for k, t in enumerate(prog.outputs) if k not in fresh_k
+        ]
 
     def new_outputs(self) -> list[np.ndarray | None]:
         """Fresh arrays for the qualifying outputs, bound into the kernels' arguments (see above)."""
@@ -378,8 +381,8 @@ class CpuFunction:
                     run(*args)
             except Exception as e:
                 self._kernel_error(inst, args, e)
-        for k in inst.copied_outputs:
-            outs[k] = np.array(inst.outputs[k], copy=True)
+        for k, src in inst.copied_outputs:
+            outs[k] = np.array(inst.outputs[k] if src is None else outs[src], copy=True)
         inst.apply_updates()
         return outs
 

@@ -196,3 +196,15 @@ def test_each_pass_switched_off_still_matches_reference(off):
     want = sd.compile([xm, ym], [loss], updates=updates)(xs, ys)[0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
     np.testing.assert_allclose(got_w, params[0].value, rtol=1e-5, atol=1e-7)
+
+
+def test_same_node_returned_twice_gives_two_equal_arrays():
+    a = sd.placeholder((None, 3), name="a")
+    h = sd.tanh(a) * 2.0
+    f = sd.compile([a], [h, h, sd.sum(h)], target="cpu")
+    x = np.random.default_rng(5).normal(size=(4, 3)).astype(np.float32)
+    h1, h2, s = f(x)
+    np.testing.assert_allclose(h1, np.tanh(x) * 2, rtol=1e-5)
+    np.testing.assert_array_equal(h1, h2)
+    assert h1 is not h2 and not np.shares_memory(h1, h2)
+    np.testing.assert_allclose(s, h1.sum(), rtol=1e-5)
