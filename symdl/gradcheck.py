@@ -50,7 +50,7 @@ def _to_float64(y: Tensor, leaves: Sequence[Tensor]) -> tuple[Tensor, list[Tenso
     new_leaves = []
     for leaf in leaves:
         dt = F64 if is_float(leaf.dtype) else leaf.dtype
-        ph = placeholder(leaf.shape if None not in leaf.shape else leaf.shape, dt, name=leaf.label())
+        ph = placeholder(leaf.shape, dt, name=leaf.label())
         new[leaf.id] = ph
         new_leaves.append(ph)
     for n in toposort([y]):

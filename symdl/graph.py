@@ -501,8 +501,6 @@ def constant(value: Any, dtype: Any = None, name: str | None = None) -> Tensor:
         arr = arr.astype(as_dtype(dtype))
     elif arr.dtype == np.float64 and not isinstance(value, np.ndarray):
         arr = arr.astype(np.float32)
-    elif arr.dtype == np.int64 and not isinstance(value, np.ndarray):
-        arr = arr.astype(np.int64)
     return Constant(arr, name=name)
 
 

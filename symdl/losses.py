@@ -317,6 +317,15 @@ def _clamped_log(p: Tensor) -> Tensor:
     return clip(log(clip(p, min=_TINY)), min=_LOG_FLOOR)
 
 
+def _weighted(name: str, loss: Tensor, weight: Any, x: Tensor, frame: Any) -> Tensor:
+    """``loss * weight`` with ``weight`` checked to broadcast against the input ``x`` (unchanged if None)."""
+    if weight is None:
+        return loss
+    w = _weight_like(name, weight, x)
+    _broadcastable_to(name, "weight", w, x.shape, frame)
+    return mul(loss, w)
+
+
 def binary_cross_entropy(
     input: Any,  # noqa: A002 - torch's name
     target: Any,
@@ -336,11 +345,7 @@ def binary_cross_entropy(
     _same_shape(name, x, y, frame)
     x = apply(CheckProbabilities(name), x)
     loss = neg(mul(y, _clamped_log(x)) + mul(sub(1.0, y), _clamped_log(sub(1.0, x))))
-    if weight is not None:
-        w = _weight_like(name, weight, x)
-        _broadcastable_to(name, "weight", w, x.shape, frame)
-        loss = mul(loss, w)
-    return _reduce(loss, reduction)
+    return _reduce(_weighted(name, loss, weight, x, frame), reduction)
 
 
 def binary_cross_entropy_with_logits(
@@ -370,11 +375,7 @@ def binary_cross_entropy_with_logits(
         _broadcastable_to(name, "pos_weight", pw, x.shape, frame)
         log_weight = mul(sub(pw, 1.0), y) + 1.0
         loss = mul(sub(1.0, y), x) + mul(log_weight, sp_neg)
-    if weight is not None:
-        w = _weight_like(name, weight, x)
-        _broadcastable_to(name, "weight", w, x.shape, frame)
-        loss = mul(loss, w)
-    return _reduce(loss, reduction)
+    return _reduce(_weighted(name, loss, weight, x, frame), reduction)
 
 
 # ----------------------------------------------------------------------------------------------------
