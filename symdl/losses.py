@@ -33,7 +33,7 @@ from symdl.ops.elementwise import (
     where,
 )
 from symdl.ops.indexing import Embedding, TakeAlongClass
-from symdl.ops.nn import log_softmax
+from symdl.ops.nn import SoftmaxCrossEntropy, log_softmax
 from symdl.ops.reduce import dim_size, mean
 from symdl.ops.reduce import sum as reduce_sum
 from symdl.ops.shape import reshape, squeeze
@@ -139,19 +139,22 @@ def _check_labels(name: str, input: Tensor, target: Tensor, cax: int, frame: Fra
         )
 
 
+def _label_weights(target: Tensor, weight: Tensor | None, ignore_index: int, dtype: np.dtype) -> Tensor:
+    """The per-element weights ``w[t]`` (0 where ignored; 1 for every kept element without class weights)."""
+    if weight is None:
+        return cast(not_equal(target, ignore_index), dtype)
+    c = weight.shape[0]
+    w_rows = reshape(weight, (-1 if c is None else c, 1))
+    return squeeze(apply(Embedding(None, ignore_index), target, w_rows), -1)
+
+
 def _nll_terms(
     logp: Tensor, target: Tensor, weight: Tensor | None, ignore_index: int, cax: int
 ) -> tuple[Tensor, Tensor]:
-    """Per-element ``-w[t] * logp[t]`` (0 where ignored) and the per-element weights ``w[t]`` (0 where ignored;
-    1 for every kept element without class weights)."""
+    """Per-element ``-w[t] * logp[t]`` (0 where ignored) and the per-element weights ``w[t]``."""
     picked = apply(TakeAlongClass(cax, int(ignore_index)), logp, target)
-    if weight is None:
-        wt = cast(not_equal(target, int(ignore_index)), logp.dtype)
-        return neg(picked), wt
-    c = weight.shape[0]
-    w_rows = reshape(weight, (-1 if c is None else c, 1))
-    wt = squeeze(apply(Embedding(None, int(ignore_index)), target, w_rows), -1)
-    return neg(mul(picked, wt)), wt
+    wt = _label_weights(target, weight, int(ignore_index), logp.dtype)
+    return neg(picked if weight is None else mul(picked, wt)), wt
 
 
 def _weighted_reduce(loss: Tensor, wt: Tensor, reduction: str) -> Tensor:
@@ -267,10 +270,12 @@ def cross_entropy(
         return total / n_samples
 
     _check_labels(name, x, t, cax, frame)
+    if eps == 0:  # the fused, stable op: no log-probability buffer, one kernel each way
+        loss = apply(SoftmaxCrossEntropy(cax, int(ignore_index)), x, t)
+        wt = _label_weights(t, w, int(ignore_index), x.dtype)
+        return _weighted_reduce(loss if w is None else mul(loss, wt), wt, reduction)
     loss, wt = _nll_terms(logp, t, w, ignore_index, cax)
     nll = _weighted_reduce(loss, wt, reduction)
-    if eps == 0:
-        return nll
     smooth = neg(reduce_sum(logp if w_b is None else mul(logp, w_b), cax))
     smooth = where(equal(t, int(ignore_index)), 0.0, smooth)
     smooth = _weighted_reduce(smooth, wt, reduction)

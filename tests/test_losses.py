@@ -195,7 +195,12 @@ def test_cross_entropy_weight_gradient(rng):
 
 
 @pytest.mark.parametrize(
-    "kw", [{}, {"weight": np.array([0.5, 1.0, 2.0, 1.5]), "label_smoothing": 0.1, "ignore_index": 1}]
+    "kw",
+    [
+        {},
+        {"weight": np.array([0.5, 1.0, 2.0, 1.5]), "ignore_index": 1},
+        {"weight": np.array([0.5, 1.0, 2.0, 1.5]), "label_smoothing": 0.1, "ignore_index": 1},
+    ],
 )
 def test_cross_entropy_second_order(rng, kw):
     x = rng.standard_normal((3, 4))
@@ -231,6 +236,33 @@ def test_cross_entropy_float32_extreme_logits():
     # second order stays finite too
     h = run(lambda a, b: symdl.grad((symdl.grad(symdl.cross_entropy(a, b), a) ** 2).sum(), a), x, t)[0]
     assert np.all(np.isfinite(h))
+
+
+def test_cross_entropy_class_targets_use_the_fused_op():
+    """Class-index targets without smoothing build one softmax_cross_entropy op (no log-probability buffer);
+    its adjoint is one op too, and the values equal the log_softmax + nll_loss composition."""
+    x = symdl.placeholder((None, 5, 3), "float64")
+    t = symdl.placeholder((None, 3), "int64")
+    loss = symdl.cross_entropy(x, t, ignore_index=2)
+    (gx,) = symdl.grad(loss, [x])
+    ops = {n.op.name for n in symdl.graph.toposort([loss, gx])}
+    assert "softmax_cross_entropy" in ops and "softmax_cross_entropy_grad" in ops
+    assert "log_softmax" not in ops and "take_class" not in ops
+    composed = symdl.nll_loss(symdl.log_softmax(x, 1), t, ignore_index=2)
+    (gc,) = symdl.grad(composed, [x])
+    rng = np.random.default_rng(0)
+    xs, ts = rng.standard_normal((4, 5, 3)) * 3, rng.integers(0, 5, (4, 3))
+    out = symdl.compile([x, t], [loss, gx, composed, gc])(xs, ts)
+    np.testing.assert_allclose(out[0], out[2], rtol=1e-12)
+    np.testing.assert_allclose(out[1], out[3], rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_bad_label_at_run_time_names_the_label():
+    x = symdl.placeholder((None, 3))
+    t = symdl.placeholder((None,), "int64")
+    f = symdl.compile([x, t], [symdl.cross_entropy(x, t)])
+    with pytest.raises(symdl.OpRuntimeError, match="label"):
+        f(np.zeros((2, 3), np.float32), np.array([0, 3]))
 
 
 def test_cross_entropy_float32_dtype_and_none_batch():

@@ -15,6 +15,7 @@ from symdl.errors import ShapeError, user_frame
 from symdl.errors import where as at
 from symdl.graph import InferError, Op, Tensor, TensorType, apply
 from symdl.ops.base import (
+    NotDifferentiable,
     as_tensor,
     float_operand,
     normalize_axes,
@@ -23,7 +24,8 @@ from symdl.ops.base import (
     reduced_shape,
     require_float,
 )
-from symdl.ops.elementwise import cast, exp, greater, mul, sub, where
+from symdl.ops.elementwise import cast, exp, greater, mul, not_equal, sub, where
+from symdl.ops.indexing import TakeAlongClass, _check_idx_shape, _check_range
 from symdl.ops.reduce import sum as reduce_sum
 from symdl.ops.shape import expand_dims, reshape
 
@@ -178,3 +180,109 @@ def prelu(x: Any, weight: Any) -> Tensor:
     else:
         w = reshape(w, (n,) + (1,) * (t.ndim - 2))
     return where(greater(t, 0.0), t, mul(w, t))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Softmax cross-entropy: log_softmax + NLL as one stable op (one kernel forward, one backward)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _xent_rows(x: np.ndarray, idx: np.ndarray, axis: int, ignore_index: int | None) -> tuple[np.ndarray, Any]:
+    """``log_softmax(x, axis)`` and the boolean mask of ignored labels (None when nothing can be ignored),
+    after the shape and range checks of ``take_class``."""
+    _check_idx_shape(x.shape, idx.shape, axis, "cross_entropy")
+    ignored = _check_range(idx, x.shape[axis], "label", "classes", ignore_index)
+    z, _ = _shifted(x, axis)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logp = z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return logp, ignored
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropy(Op):
+    """Inputs ``(x, idx)``: ``-log_softmax(x, axis)[..., idx, ...]`` per position, 0 where ``idx == ignore_index``.
+
+    ``x`` has shape ``(N, C, d1, ...)`` (class axis ``axis``), ``idx`` holds integer labels shaped like ``x``
+    without that axis. The fused form of ``nll_loss(log_softmax(x))``: the backward needs only ``x`` and the
+    labels (``softmax(x) - one_hot(idx)``), so no log-probability buffer is kept between the passes.
+    """
+
+    axis: int = 1
+    ignore_index: int | None = None
+    name: ClassVar[str] = "softmax_cross_entropy"
+
+    def infer(self, x: TensorType, idx: TensorType) -> TensorType:  # type: ignore[override]
+        require_float(x, self.name)
+        return TakeAlongClass(self.axis, self.ignore_index).infer(x, idx)
+
+    def perform(self, x, idx):  # type: ignore[no-untyped-def]
+        logp, ignored = _xent_rows(x, idx, self.axis, self.ignore_index)
+        if x.shape[self.axis] == 0:
+            return np.zeros(idx.shape, dtype=x.dtype)
+        safe = idx if ignored is None else np.where(ignored, 0, idx)
+        picked = np.squeeze(
+            np.take_along_axis(logp, np.expand_dims(safe.astype(np.intp), self.axis), self.axis), self.axis
+        )
+        out = -picked
+        if ignored is not None:
+            out = np.where(ignored, 0, out)
+        return np.asarray(out, dtype=x.dtype)
+
+    def grad(self, inputs, output, g):  # type: ignore[no-untyped-def]
+        x, idx = inputs
+        return [
+            apply(SoftmaxCrossEntropyGrad(self.axis, self.ignore_index), g, idx, x),
+            NotDifferentiable("the gradient with respect to integer class labels does not exist"),
+        ]
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropyGrad(Op):
+    """Inputs ``(g, idx, x)``: ``(softmax(x, axis) - one_hot(idx)) * g`` (``g`` broadcast along the class axis),
+    zero at positions whose label is ``ignore_index``: the adjoint of :class:`SoftmaxCrossEntropy`."""
+
+    axis: int = 1
+    ignore_index: int | None = None
+    name: ClassVar[str] = "softmax_cross_entropy_grad"
+
+    def infer(self, g: TensorType, idx: TensorType, x: TensorType) -> TensorType:  # type: ignore[override]
+        if g.ndim != x.ndim - 1:
+            raise InferError("the cotangent must have the rank of x without its class axis")
+        TakeAlongClass(self.axis, self.ignore_index).infer(x, idx)
+        return TensorType(x.shape, x.dtype)
+
+    def perform(self, g, idx, x):  # type: ignore[no-untyped-def]
+        logp, ignored = _xent_rows(x, idx, self.axis, self.ignore_index)
+        out = np.exp(logp)
+        if x.shape[self.axis] == 0 or idx.size == 0:
+            return np.zeros(x.shape, dtype=x.dtype)
+        safe = idx if ignored is None else np.where(ignored, 0, idx)
+        pos = np.expand_dims(safe.astype(np.intp), self.axis)
+        np.put_along_axis(out, pos, np.take_along_axis(out, pos, self.axis) - 1, self.axis)
+        gk = np.expand_dims(np.broadcast_to(g, idx.shape), self.axis)
+        if ignored is not None:
+            gk = np.where(np.expand_dims(ignored, self.axis), 0, gk)
+        return np.asarray(out * gk, dtype=x.dtype)
+
+    def grad(self, inputs, output, gg):  # type: ignore[no-untyped-def]
+        g, idx, x = inputs
+        s = softmax(x, self.axis)
+        keep = None
+        if self.ignore_index is not None:
+            keep = cast(not_equal(idx, int(self.ignore_index)), x.dtype)
+        # d/dg: <gg, softmax - onehot> along the class axis
+        dg = sub(reduce_sum(mul(gg, s), self.axis), apply(TakeAlongClass(self.axis, self.ignore_index), gg, idx))
+        # d/dx: g * J_softmax^T gg = g * s * (gg - <gg, s>)
+        gk = expand_dims(g if keep is None else mul(g, keep), self.axis)
+        dx = mul(gk, mul(s, sub(gg, reduce_sum(mul(gg, s), self.axis, keepdims=True))))
+        if keep is not None:
+            dg = mul(dg, keep)
+        return [dg, NotDifferentiable("the gradient with respect to integer class labels does not exist"), dx]
+
+
+def softmax_cross_entropy(x: Any, labels: Any, axis: int = 1, ignore_index: int | None = None) -> Tensor:
+    """Per-position ``-log_softmax(x, axis)`` at the integer ``labels`` (0 where ``labels == ignore_index``),
+    computed as one stable op. ``cross_entropy`` uses it for class-index targets."""
+    t = float_operand(x, "softmax_cross_entropy")
+    lab = as_tensor(labels, "softmax_cross_entropy labels")
+    return apply(SoftmaxCrossEntropy(int(axis), None if ignore_index is None else int(ignore_index)), t, lab)

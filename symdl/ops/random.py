@@ -41,7 +41,7 @@ from symdl.ops.base import DISCONNECTED
 from symdl.ops.elementwise import add, mul
 from symdl.ops.modes import mode_switch
 
-__all__ = ["Generator", "default_generator", "dropout", "manual_seed"]
+__all__ = ["Generator", "default_generator", "dropout", "host_rng", "initial_seed", "manual_seed"]
 
 U64 = np.dtype("uint64")
 _MASK64 = (1 << 64) - 1
@@ -176,12 +176,40 @@ def default_generator() -> Generator:
     return _default
 
 
+_host_seed = 0
+_host: np.random.Generator | None = None
+
+
+def host_rng() -> np.random.Generator:
+    """The process-wide NumPy generator for host-side randomness (weight initialisation, default data-loader
+    seeds). :func:`manual_seed` resets it to ``PCG64(seed)``, so seeding and then building a model and its
+    loaders gives the same weights and orders in every run."""
+    global _host
+    if _host is None:
+        _host = np.random.Generator(np.random.PCG64(_host_seed))
+    return _host
+
+
+def initial_seed() -> int:
+    """The seed last given to :func:`manual_seed` (0 before any call)."""
+    return _host_seed
+
+
 def manual_seed(seed: int) -> Generator:
-    """Seed the default generator: its state becomes ``[seed, 0]`` (seed taken mod 2**64) and its stream ids
-    restart at 0, so seeding and then building a model gives the same masks in every run. Already-built graphs
-    see the new state on their next call. Call it *before* building a graph: dropout layers of one graph built on
-    both sides of a ``manual_seed`` call may share a stream id. Returns the default generator."""
-    return default_generator().manual_seed(seed)
+    """Seed everything random in symdl from one integer.
+
+    - the default dropout generator: its state becomes ``[seed, 0]`` (seed taken mod 2**64) and its stream ids
+      restart at 0, so seeding and then building a model gives the same masks in every run. Already-built graphs
+      see the new state on their next call. Call it *before* building a graph: dropout layers of one graph built
+      on both sides of a ``manual_seed`` call may share a stream id;
+    - :func:`host_rng`, the NumPy generator behind weight initialisation and default data-loader seeds.
+
+    Returns the default generator."""
+    global _host_seed, _host
+    gen = default_generator().manual_seed(seed)
+    _host_seed = int(seed) & _MASK64
+    _host = np.random.Generator(np.random.PCG64(_host_seed))
+    return gen
 
 
 # ----------------------------------------------------------------------------------------------------

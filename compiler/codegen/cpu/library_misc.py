@@ -46,7 +46,7 @@ from symdl.ops.indexing import (
     _check_idx_shape,
     _check_range,
 )
-from symdl.ops.nn import LogSoftmax, LogSumExp, Softmax
+from symdl.ops.nn import LogSoftmax, LogSumExp, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from symdl.ops.normalization import BatchCount, BatchNormEval
 from symdl.ops.reduce import Argmax, DimSize, Max, Min, Sum
 from symdl.ops.shape import (
@@ -830,6 +830,137 @@ def _take_class_grad(node: Tensor) -> LibraryImpl:
     op = node.op
     dispatchers = [take_class_grad_par, take_class_grad_ser]
     return LibraryImpl(_take_class_grad_runner(op), dispatchers, True, _take_class_grad_runner(op, False))
+
+
+# ====================================================================================================
+# Softmax cross-entropy: per row (o, j) of x3[o, :, j], one max-shifted pass forward and one backward
+# ====================================================================================================
+
+
+@numba.njit(inline="always")
+def _xent_lse(x3: np.ndarray, o: int, j: int, zero: float) -> float:
+    """``logsumexp`` of the row ``x3[o, :, j]`` with a max-shift (a non-finite max is replaced by ``zero``, as
+    ``symdl.ops.nn._shifted``), summed in float64."""
+    n = x3.shape[1]
+    m = x3[o, 0, j]
+    for c in range(n):
+        m = _pick(MAX, m, x3[o, c, j])
+    if not np.isfinite(m):
+        m = zero
+    total = 0.0
+    for c in range(n):
+        total += np.exp(x3[o, c, j] - m)
+    return np.log(total) + m
+
+
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def _xent_row(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int, o: int) -> None:
+    zero = x3.dtype.type(0)
+    for j in range(x3.shape[2]):
+        c = idx2[o, j]
+        if has_ignore and c == ignore:
+            out2[o, j] = 0
+        else:
+            out2[o, j] = _xent_lse(x3, o, j, zero) - x3[o, c, j]
+
+
+@numba.njit(parallel=True, **_JIT)
+def xent_par(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
+    """``out2[o, j] = logsumexp(x3[o, :, j]) - x3[o, idx2[o, j], j]`` (0 where ignored), ``o`` in parallel."""
+    for o in prange(x3.shape[0]):
+        _xent_row(x3, idx2, out2, has_ignore, ignore, o)
+
+
+@numba.njit(**_JIT)
+def xent_ser(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
+    """Serial twin of :func:`xent_par`."""
+    for o in range(x3.shape[0]):
+        _xent_row(x3, idx2, out2, has_ignore, ignore, o)
+
+
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def _xent_grad_row(
+    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int, o: int
+) -> None:
+    zero = x3.dtype.type(0)
+    for j in range(x3.shape[2]):
+        c = idx2[o, j]
+        if has_ignore and c == ignore:
+            for k in range(x3.shape[1]):
+                out3[o, k, j] = 0
+            continue
+        lse = _xent_lse(x3, o, j, zero)
+        gj = g2[o, j]
+        for k in range(x3.shape[1]):
+            out3[o, k, j] = np.exp(x3[o, k, j] - lse) * gj
+        out3[o, c, j] -= gj
+
+
+@numba.njit(parallel=True, **_JIT)
+def xent_grad_par(
+    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int
+) -> None:
+    """``out3[o, :, j] = (softmax(x3[o, :, j]) - one_hot(idx2[o, j])) * g2[o, j]`` (0 where ignored)."""
+    for o in prange(x3.shape[0]):
+        _xent_grad_row(g2, idx2, x3, out3, has_ignore, ignore, o)
+
+
+@numba.njit(**_JIT)
+def xent_grad_ser(
+    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int
+) -> None:
+    """Serial twin of :func:`xent_grad_par`."""
+    for o in range(x3.shape[0]):
+        _xent_grad_row(g2, idx2, x3, out3, has_ignore, ignore, o)
+
+
+def _xent_runner(op: SoftmaxCrossEntropy, parallel: bool | None = None) -> Callable[..., None]:
+    has_ignore, ignore = _ignore_args(op.ignore_index)
+
+    def run(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
+        _check_idx_shape(x.shape, idx.shape, op.axis, "cross_entropy")
+        o, n, k = _class_dims(x.shape, op.axis)
+        _check_indices(idx, n, "label", "classes", op.ignore_index)
+        if out.size == 0:
+            return
+        if n == 0:  # every label is ignore_index (else the range check failed)
+            out.fill(0)
+            return
+        par = parallel if parallel is not None else (x.size >= PARALLEL_MIN_SIZE and _threads() > 1)
+        fn = xent_par if par else xent_ser
+        fn(_c(x).reshape(o, n, k), _c(idx).reshape(o, k), out.reshape(o, k), has_ignore, ignore)
+
+    return run
+
+
+@register(SoftmaxCrossEntropy)
+def _xent(node: Tensor) -> LibraryImpl:
+    op = node.op
+    return LibraryImpl(_xent_runner(op), [xent_par, xent_ser], True, _xent_runner(op, False))
+
+
+def _xent_grad_runner(op: SoftmaxCrossEntropyGrad, parallel: bool | None = None) -> Callable[..., None]:
+    has_ignore, ignore = _ignore_args(op.ignore_index)
+
+    def run(g: np.ndarray, idx: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+        _check_idx_shape(x.shape, idx.shape, op.axis, "cross_entropy")
+        o, n, k = _class_dims(x.shape, op.axis)
+        _check_indices(idx, n, "label", "classes", op.ignore_index)
+        if n == 0 or idx.size == 0:
+            out.fill(0)
+            return
+        g = _c(np.broadcast_to(g, idx.shape))
+        par = parallel if parallel is not None else (x.size >= PARALLEL_MIN_SIZE and _threads() > 1)
+        fn = xent_grad_par if par else xent_grad_ser
+        fn(g.reshape(o, k), _c(idx).reshape(o, k), _c(x).reshape(o, n, k), out.reshape(o, n, k), has_ignore, ignore)
+
+    return run
+
+
+@register(SoftmaxCrossEntropyGrad)
+def _xent_grad(node: Tensor) -> LibraryImpl:
+    op = node.op
+    return LibraryImpl(_xent_grad_runner(op), [xent_grad_par, xent_grad_ser], True, _xent_grad_runner(op, False))
 
 
 # ====================================================================================================
