@@ -29,10 +29,20 @@ from compiler.program import Program
 from symdl.graph import Tensor
 from symdl.ops.conv import Conv
 from symdl.ops.elementwise import Elementwise, FillLike
-from symdl.ops.reduce import MatMul
-from symdl.ops.shape import BroadcastLike, ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
+from symdl.ops.reduce import MatMul, Sum
+from symdl.ops.shape import (
+    BroadcastLike,
+    ExpandDims,
+    Flatten,
+    Reshape,
+    ReshapeLike,
+    Squeeze,
+    Transpose,
+    Unbroadcast,
+)
 
 ANCHOR_OPS: tuple[type, ...] = (MatMul, Conv)
+REDUCTION_OPS: tuple[type, ...] = (Sum, Unbroadcast)
 VIEW_OPS: tuple[type, ...] = (Reshape, ReshapeLike, ExpandDims, Squeeze, Flatten)
 
 
@@ -58,10 +68,12 @@ class _Group:
     anc: int = 0  # bits of members of every ancestor group (through the kernel graph)
     consumed: bool = False  # an outside node reads a member: the ancestry must not grow any more
     anchor: int | None = None  # position of an epilogue anchor
+    reduction: int | None = None  # position of the sum that consumes the group (kind "reduction")
 
 
 class _Partitioner:
-    def __init__(self, program: Program, log: list[str]) -> None:
+    def __init__(self, program: Program, log: list[str], fuse_reductions: bool = True) -> None:
+        self.fuse_reductions = fuse_reductions
         self.nodes = [n for n in program.order if not (n.is_leaf or not n.inputs)]
         self.pos = {n.id: k for k, n in enumerate(self.nodes)}
         self.group: list[_Group] = []  # node position -> its group
@@ -204,6 +216,65 @@ class _Partitioner:
             return f"no output of the group has the {name}'s dtype {n.dtype}"
         return None
 
+    # --- reductions ---------------------------------------------------------------------------
+    def attach_reductions(self) -> None:
+        """A sum/unbroadcast of an elementwise group's member joins the group: the value is accumulated while
+        the loop computes it instead of being stored and read back by a separate reduction kernel."""
+        for k, n in enumerate(self.nodes):
+            if not isinstance(n.op, REDUCTION_OPS):
+                continue
+            reason = self._reduction_blocker(k, n)
+            if reason is None:
+                own = self.group[k]
+                g = self.group[self.pos[n.inputs[0].id]]
+                g.reduction = k
+                g.members.append(k)
+                g.members.sort(key=lambda m: (m != g.anchor, m))  # an epilogue's anchor stays first
+                g.mask |= 1 << k
+                self.group[k] = g
+                if g.anchor is not None and not self._anchor_buffer(g):
+                    g.reduction = None  # the anchor would lose its loop-shaped output buffer: undo
+                    g.members.remove(k)
+                    g.mask &= ~(1 << k)
+                    self.group[k] = own
+                    self.log.append(
+                        f"{n.label()} not fused with its producer {n.inputs[0].label()}: the epilogue of "
+                        f"{self.nodes[g.anchor].label()} would keep no output of its shape"
+                    )
+            elif reason:
+                self.log.append(f"{n.label()} not fused with its producer {n.inputs[0].label()}: {reason}")
+
+    def _anchor_buffer(self, g: _Group) -> bool:
+        """Whether an epilogue group keeps a loop-shaped output of its anchor's dtype (the anchor writes there)."""
+        anchor = self.nodes[g.anchor]  # type: ignore[index]
+        return any(m != g.reduction and self.nodes[m].dtype == anchor.dtype for m in self._outputs(g))
+
+    def _reduction_blocker(self, k: int, n: Tensor) -> str | None:
+        """Why reduction ``n`` stays a kernel of its own (None: it joins its producer's group; ``""``: its
+        producer is not an elementwise group, not logged)."""
+        from compiler.codegen.cpu.reduction import reduced_axes
+
+        p = self.pos.get(n.inputs[0].id)
+        if p is None:
+            return ""
+        g = self.group[p]
+        if g.kind != "elementwise":
+            return ""
+        if g.reduction is not None:
+            return "its producer's group already ends in a reduction"
+        if g.anchor is not None and p == g.anchor:
+            return ""
+        if n.inputs[0].ndim == 0:
+            return ""
+        if reduced_axes(n) is None:
+            return "the summed axes are not known statically or the sum changes dtype"
+        first = g.members[0]
+        for ref in n.inputs[1:]:  # unbroadcast's shape reference must not depend on the group
+            q = self.pos.get(ref.id)
+            if q is not None and self.group[q] is not g and q > first:
+                return f"its shape reference {ref.label()} may depend on the group"
+        return None
+
     def _outputs(self, g: _Group) -> list[int]:
         """Members read outside the group or by the program's outputs/updates, in order."""
         out = []
@@ -221,6 +292,8 @@ class _Partitioner:
                 self.consumers[i].append(k)
         self.partition()
         self.attach_epilogues(self.consumers)
+        if self.fuse_reductions:
+            self.attach_reductions()
         groups = _unique(self.group)
         kernels = {id(g): self._kernel(g) for g in groups}
         order = self._schedule(groups)
@@ -231,12 +304,21 @@ class _Partitioner:
             result.append(kern)
             if len(kern.nodes) > 1:
                 ops = "+".join(n.op.name for n in kern.nodes)
-                verb = "epilogue" if kern.kind == "epilogue" else "fused"
+                verb = {"epilogue": "epilogue", "reduction": "fused reduction"}.get(kern.kind, "fused")
+                if kern.kind == "epilogue" and isinstance(kern.nodes[-1].op, REDUCTION_OPS):
+                    verb = "epilogue with reduction"
                 self.log.append(f"k{idx}: {verb} {ops} ({len(kern.nodes)} ops)")
         return result
 
     def _kernel(self, g: _Group) -> Kernel:
         nodes = [self.nodes[m] for m in g.members]
+        if g.reduction is not None and g.anchor is None:
+            r = self.nodes[g.reduction]
+            nodes = [m for m in nodes if m is not r] + [r]
+            outputs = [self.nodes[m] for m in self._outputs(g) if self.nodes[m] is not r] + [r]
+            member_ids = {m.id for m in nodes}
+            inputs = _distinct(i for m in nodes for i in m.inputs if i.id not in member_ids)
+            return Kernel("reduction", nodes, inputs, outputs)
         if g.kind != "elementwise":
             n = nodes[0]
             return Kernel(g.kind, nodes, list(n.inputs), [n])
@@ -246,8 +328,11 @@ class _Partitioner:
         if g.anchor is None:
             return Kernel("elementwise", nodes, inputs, outputs)
         anchor = nodes[0]
-        first = next(o for o in outputs if o.dtype == anchor.dtype)  # the anchor's buffer
-        outputs = [first] + [o for o in outputs if o is not first]
+        r = self.nodes[g.reduction] if g.reduction is not None else None
+        first = next(o for o in outputs if o.dtype == anchor.dtype and o is not r)  # the anchor's buffer
+        outputs = [first] + [o for o in outputs if o is not first and o is not r] + ([r] if r is not None else [])
+        if r is not None:  # the summed member goes last (the reduction loop's convention)
+            nodes = [m for m in nodes if m is not r] + [r]
         return Kernel("epilogue", nodes, _distinct([*anchor.inputs, *inputs]), outputs)
 
     def _schedule(self, groups: list[_Group]) -> list[_Group]:
@@ -302,10 +387,12 @@ def _fmt(shape: tuple | None) -> str:
     return str(tuple(shape)) if shape is not None else "?"
 
 
-def fuse(program: Program, log: list[str]) -> list[Kernel]:
+def fuse(program: Program, log: list[str], fuse_reductions: bool = True) -> list[Kernel]:
     """Partition the non-leaf nodes of ``program`` into kernels, in a valid execution order.
+
+    ``fuse_reductions=False`` keeps every sum a kernel of its own (``compile(passes={"fuse_reductions": False})``).
 
     Appends one line per decision worth explaining to ``log`` (fused groups, rejected candidates and why).
     Deterministic: the same graph gives the same kernels, names and log.
     """
-    return _Partitioner(program, log).kernels()
+    return _Partitioner(program, log, fuse_reductions).kernels()

@@ -14,6 +14,9 @@ Kernel kinds
 - ``"epilogue"``: an ``"op"`` anchor (``nodes[0]``: matmul or conv) followed by an elementwise group whose loop
   shape is the anchor's shape and which is the anchor's only consumer (bias add + activation). The emitter
   runs the anchor into the epilogue's output buffer and then applies the elementwise chain in place.
+- ``"reduction"``: an elementwise group followed by a ``sum``/``unbroadcast`` (``nodes[-1]``, the last output) of
+  one of its members, accumulated while the loop runs: the summed value is never stored unless something
+  else reads it (softmax and cross-entropy backward sums, BatchNorm statistics, bias gradients, loss means).
 - ``"view"``: a reshape-family node (reshape, reshape_like, expand_dims, squeeze, flatten) whose output is a
   view of its C-contiguous input: no copy, no code; also a 2-d transpose read only by 2-d matmuls, whose
   F-contiguous view BLAS takes as it is.
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 
 from symdl.graph import Tensor
 
-KINDS = ("elementwise", "op", "epilogue", "view")
+KINDS = ("elementwise", "op", "epilogue", "reduction", "view")
 
 
 @dataclass(eq=False)

@@ -27,14 +27,14 @@ class Lowered:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
-def lower_cpu(program: Program) -> Lowered:
-    """Fuse and generate CPU (Numba) kernels for ``program``."""
+def lower_cpu(program: Program, fuse_reductions: bool = True) -> Lowered:
+    """Fuse and generate CPU (Numba) kernels for ``program`` (``fuse_reductions``: see :func:`compiler.fusion.fuse`)."""
     from compiler.codegen.cpu import build_kernel
     from compiler.fusion import fuse
 
     t0 = time.perf_counter()
     log: list[str] = []
-    kernels = fuse(program, log)
+    kernels = fuse(program, log, fuse_reductions)
     t1 = time.perf_counter()
     compiled = [build_kernel(k) for k in kernels]
     t2 = time.perf_counter()

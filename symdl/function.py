@@ -118,7 +118,8 @@ def compile(  # noqa: A001 - the API name
     - ``target``: ``"reference"`` (the NumPy interpreter, the oracle) or ``"cpu"`` (fused Numba kernels).
     - ``check_numerics``: raise at the first op (forward or gradient) producing NaN/Inf, naming its line.
     - ``passes``: graph passes to run, all by default on compiled targets and none on ``"reference"``;
-      switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``).
+      switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``; the
+      fusion switch ``"fuse_reductions"`` keeps every sum a separate kernel).
     - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
       current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
     - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` so that no Numba
@@ -137,7 +138,8 @@ def compile(  # noqa: A001 - the API name
     program = build_program(inputs, outputs, updates, mode, passes=passes, freeze_parameters=freeze_parameters)
     t_passes = time.perf_counter() - t0
     if target == "cpu":
-        return _compile_cpu(program, check_numerics, warmup, t_passes)
+        fuse_reductions = bool((passes or {}).get("fuse_reductions", True))
+        return _compile_cpu(program, check_numerics, warmup, t_passes, fuse_reductions)
     from runtime.reference import ReferenceFunction
 
     fn = Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)
@@ -145,12 +147,14 @@ def compile(  # noqa: A001 - the API name
     return fn
 
 
-def _compile_cpu(program: Any, check_numerics: bool, warmup: bool, t_passes: float) -> Function:
+def _compile_cpu(
+    program: Any, check_numerics: bool, warmup: bool, t_passes: float, fuse_reductions: bool = True
+) -> Function:
     from compiler.lower import dispatcher_stats, lower_cpu
     from runtime.cpu import CpuFunction
     from runtime.plan import build_plan
 
-    lowered = lower_cpu(program)
+    lowered = lower_cpu(program, fuse_reductions)
     executor = CpuFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
     fn = Function(program, executor, "cpu")
     fn.lowered = lowered

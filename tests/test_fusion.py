@@ -14,9 +14,9 @@ def ids(tensors):
     return [t.id for t in tensors]  # tensors compare by identity: == builds graph nodes
 
 
-def fused(inputs, outputs, updates=None):
+def fused(inputs, outputs, updates=None, fuse_reductions=True):
     log: list[str] = []
-    kernels = fuse(build_program(inputs, outputs, updates), log)
+    kernels = fuse(build_program(inputs, outputs, updates), log, fuse_reductions)
     check_valid(build_program(inputs, outputs, updates), kernels)
     return kernels, log
 
@@ -47,8 +47,12 @@ def check_valid(program, kernels):
                     assert any(t is i for t in kern.inputs)
         expect_out = [n for n in kern.nodes if n.id in roots or consumers[n.id] - members]
         assert {n.id for n in kern.outputs} == {n.id for n in expect_out}
-        if kern.kind in ("elementwise", "epilogue"):
+        if kern.kind in ("elementwise", "epilogue", "reduction"):
             body = kern.nodes[1:] if kern.kind == "epilogue" else kern.nodes
+            if kern.kind != "elementwise" and body[-1].op.name in ("sum", "unbroadcast"):
+                assert kern.outputs[-1] is body[-1]  # a fused reduction: last node, last output
+                assert body[-1].inputs[0].id in {n.id for n in body[:-1]}
+                body = body[:-1]
             assert len({n.shape for n in body}) == 1
             if kern.kind == "epilogue":
                 assert body[0].shape == kern.anchor.shape
@@ -81,7 +85,7 @@ def test_member_used_outside_becomes_an_output():
     a = sd.exp(x)
     b = a * 3.0
     s = a.sum()
-    kernels, _ = fused([x], [b, s])
+    kernels, _ = fused([x], [b, s], fuse_reductions=False)
     ew = [k for k in kernels if k.kind == "elementwise"]
     assert len(ew) == 1 and {t.id for t in ew[0].outputs} == {a.id, b.id}
 
@@ -91,7 +95,7 @@ def test_non_convex_group_is_rejected_with_reason():
     a = x * 2.0
     s = a.sum(axis=1, keepdims=True)  # (4, 1): not elementwise
     d = a - s  # joining a's group would make a path a -> s -> d leave and re-enter it
-    kernels, log = fused([x], [d])
+    kernels, log = fused([x], [d], fuse_reductions=False)
     assert [k.kind for k in kernels] == ["elementwise", "op", "elementwise"]
     assert any("not fused with" in line and "non-convex" in line for line in log)
 
@@ -179,7 +183,7 @@ def test_groups_join_only_when_the_kernel_graph_stays_acyclic():
     m = j * uu  # joins j's group: a new producer (sum) for it
     v = j @ j  # op consuming j
     p = u + v  # may not join u's group
-    kernels, log = fused([x], [m, p])
+    kernels, log = fused([x], [m, p], fuse_reductions=False)
     assert len(kernels) >= 4
 
 
@@ -187,7 +191,7 @@ def test_updates_count_as_outputs():
     w = sd.parameter(np.ones(3, "float32"), name="w")
     x = sd.placeholder((3,), name="x")
     g = sd.tanh(x) * w
-    kernels, _ = fused([x], [g.sum()], updates={w: w - 0.1 * g})
+    kernels, _ = fused([x], [g.sum()], updates={w: w - 0.1 * g}, fuse_reductions=False)
     ew = [k for k in kernels if k.kind == "elementwise"]
     assert len(ew) == 1 and g.id in ids(ew[0].outputs)
 
@@ -237,3 +241,98 @@ def test_random_graphs_give_valid_acyclic_partitions(seed):
     outs = [pool[-1], pool[-7], pool[-20]]
     kernels, _ = fused([x, y], outs)
     assert sum(len(k.nodes) for k in kernels) < len(build_program([x, y], outs).order)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reductions fused with their producers
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_sum_joins_its_elementwise_producer():
+    x = sd.placeholder((None, 8), name="x")
+    a = sd.exp(x) * 2.0
+    s = a.sum(axis=1)
+    kernels, log = fused([x], [s])
+    assert [k.kind for k in kernels] == ["reduction"]
+    assert [n.op.name for n in kernels[0].nodes] == ["exp", "mul", "sum"]
+    assert ids(kernels[0].outputs) == ids([s])  # the summed value is never stored
+    assert any("fused reduction exp+mul+sum" in line for line in log)
+    kernels, _ = fused([x], [s], fuse_reductions=False)
+    assert [k.kind for k in kernels] == ["elementwise", "op"]
+
+
+def test_summed_member_read_elsewhere_is_still_stored():
+    x = sd.placeholder((4, 3), name="x")
+    a = sd.exp(x)
+    b = a * 3.0
+    s = a.sum()
+    kernels, _ = fused([x], [b, s])
+    assert [k.kind for k in kernels] == ["reduction"]
+    assert ids(kernels[0].outputs) == ids([b, s])
+
+
+def test_batch_norm_statistics_fuse_the_centred_square():
+    x = sd.placeholder((None, 3, 4, 4), name="x")
+    rm = sd.parameter(np.zeros(3, np.float32), trainable=False)
+    rv = sd.parameter(np.ones(3, np.float32), trainable=False)
+    y = sd.batch_norm(x, rm, rv)
+    program = build_program([x], [y], mode="train")
+    kernels = fuse(program, [])
+    fused_ops = [[n.op.name for n in k.nodes] for k in kernels if k.kind == "reduction"]
+    assert ["sub", "mul", "sum"] in fused_ops  # sum((x - mean)^2) while x - mean is computed
+
+
+def test_bias_gradient_sums_inside_the_matmul_epilogue():
+    x = sd.placeholder((None, 4), name="x")
+    w = sd.parameter(np.ones((4, 3), np.float32), name="w")
+    v = sd.parameter(np.ones((3, 2), np.float32), name="v")
+    b = sd.parameter(np.zeros(3, np.float32), name="b")
+    h = sd.relu(x @ w + b)
+    loss = (h @ v).sum()
+    gw, gb = sd.grad(loss, [w, b])
+    kernels, log = fused([x], [gw, gb])
+    ep = [k for k in kernels if k.kind == "epilogue" and k.nodes[-1].op.name == "unbroadcast"]
+    assert len(ep) == 1 and ep[0].nodes[0].op.name == "matmul"
+    assert any("epilogue with reduction" in line for line in log)
+
+
+def test_unbroadcast_with_unknown_reference_dims_is_not_fused():
+    x = sd.placeholder((None, 3), name="x")
+    r = sd.placeholder((None, 1), name="r")
+    from symdl.ops.shape import unbroadcast
+
+    u = unbroadcast(sd.exp(x), r)
+    kernels, log = fused([x, r], [u])
+    assert [k.kind for k in kernels] == ["elementwise", "op"]
+    assert any("not known statically" in line for line in log)
+
+
+def test_fuse_reductions_is_a_compile_switch():
+    x = sd.placeholder((None, 8), name="x")
+    s = (sd.exp(x) * 2.0).sum(axis=1)
+    on = sd.compile([x], [s], target="cpu")
+    off = sd.compile([x], [s], target="cpu", passes={"fuse_reductions": False})
+    assert [k.kind for k in on.lowered.kernels] == ["reduction"]
+    assert [k.kind for k in off.lowered.kernels] == ["elementwise", "op"]
+    xs = np.random.default_rng(0).standard_normal((5, 8)).astype(np.float32)
+    np.testing.assert_allclose(on(xs)[0], off(xs)[0], rtol=1e-6)
+    with pytest.raises(sd.GraphError, match="fuse_reductions"):
+        sd.compile([x], [s], target="cpu", passes={"fuse_reduction": False})
+
+
+def test_epilogue_anchor_stays_first_when_a_reduction_joins():
+    """Members of an epilogue that do not depend on the anchor may precede it in program order; the anchor
+    must remain the kernel's first node (the emitter runs it first)."""
+    x = sd.placeholder((None, 5), "float64", name="x")
+    t = sd.placeholder((None, 3), "float64", name="t")
+    w1 = sd.placeholder((5, 4), "float64", name="w1")
+    b1 = sd.placeholder((4,), "float64", name="b1")
+    w2 = sd.placeholder((4, 3), "float64", name="w2")
+    loss = sd.mse_loss(sd.tanh(x @ w1 + b1) @ w2, t)
+    g = sd.grad(loss, w1)
+    v = sd.placeholder((5, 4), "float64", name="v")
+    hb = sd.grad(sd.sum(g * v), b1)
+    kernels, _ = fused([x, t, w1, b1, w2, v], [hb])
+    for k in kernels:
+        if k.kind == "epilogue":
+            assert k.nodes[0].op.name in ("matmul", "conv")

@@ -28,13 +28,17 @@ PASSES: list[tuple[str, Pass]] = [
     ("constant_fold", constant_fold),
 ]
 PASS_NAMES = tuple(name for name, _ in PASSES)
+#: switches of the fusion step (compiled targets), accepted in ``compile(passes=...)`` beside the graph passes
+FUSION_SWITCHES = ("fuse_reductions",)
 
 
 def enabled_passes(switches: Mapping[str, bool] | None) -> list[tuple[str, Pass]]:
     switches = dict(switches or {})
-    unknown = set(switches) - set(PASS_NAMES) - {"resolve_modes"}
+    unknown = set(switches) - set(PASS_NAMES) - set(FUSION_SWITCHES) - {"resolve_modes"}
     if unknown:
-        raise GraphError(f"compile: unknown pass name(s) {sorted(unknown)}; passes are {', '.join(PASS_NAMES)}")
+        raise GraphError(
+            f"compile: unknown pass name(s) {sorted(unknown)}; passes are {', '.join(PASS_NAMES + FUSION_SWITCHES)}"
+        )
     return [(name, p) for name, p in PASSES if switches.get(name, True)]
 
 

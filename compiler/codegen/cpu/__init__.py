@@ -8,6 +8,8 @@
   applies the elementwise group reading the anchor's value from that same array (in place is safe: each
   element is read before it is written). The memory planner must not let that output share memory with
   another input of the kernel: the anchor writes it before the loop reads them.
+- ``"reduction"``: a generated loop that computes an elementwise group and sums one member on the fly
+  (:mod:`compiler.codegen.cpu.reduction`).
 - ``"view"``: ``run(*inputs) -> view``: ``np.reshape`` of the first input to the shape the op gives.
 """
 
@@ -20,10 +22,12 @@ import numpy as np
 
 from compiler.codegen.cpu import library
 from compiler.codegen.cpu.elementwise import build_elementwise
+from compiler.codegen.cpu.reduction import build_reduction
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
-from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
+from symdl.ops.reduce import Sum
+from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose, Unbroadcast
 
 __all__ = ["build_kernel", "build_elementwise"]
 
@@ -39,6 +43,8 @@ def build_kernel(kernel: Kernel) -> CompiledKernel:
         )
     if kernel.kind == "epilogue":
         return _build_epilogue(kernel)
+    if kernel.kind == "reduction":
+        return build_reduction(kernel)
     if kernel.kind == "view":
         return CompiledKernel(kernel, run=view_function(kernel.anchor), mode="view")
     raise ValueError(f"unknown kernel kind {kernel.kind!r}")
@@ -66,8 +72,14 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     group = kernel.nodes[1:]
     read = {i.id for n in group for i in n.inputs}
     others = [t for t in kernel.inputs if t.id in read and t.id != anchor.id]
-    loop = Kernel("elementwise", group, [anchor] + others, list(kernel.outputs), index=kernel.index)
-    ew = build_elementwise(loop)
+    summed = (
+        isinstance(group[-1].op, (Sum, Unbroadcast))
+        and len(group) > 1
+        and any(n is group[-1].inputs[0] for n in group[:-1])
+    )
+    loop = Kernel("reduction" if summed else "elementwise", group, [anchor] + others, list(kernel.outputs))
+    loop.index = kernel.index
+    ew = build_reduction(loop) if summed else build_elementwise(loop)
     nin = len(kernel.inputs)
     position = {t.id: k for k, t in enumerate(kernel.inputs)}
     anchor_args = tuple(position[t.id] for t in anchor.inputs) + (nin,)  # ..., out0

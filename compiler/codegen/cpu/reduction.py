@@ -1,0 +1,214 @@
+"""Numba code generation for ``"reduction"`` kernels: an elementwise group whose value is summed on the fly.
+
+A fused group ``{producers..., r}`` where ``r`` (a ``sum`` or ``unbroadcast``) reduces a member ``p`` of an
+elementwise group never materialises ``p`` unless something else reads it. One loop nest over ``p``'s shape (the
+*loop shape*) computes every member, stores the group's loop-shaped outputs, and accumulates ``p`` into a
+per-task partial array of the reduction's keepdims shape:
+
+- the accumulator is a float64 scalar opened at the loop depth where every kept axis index is fixed (the
+  deepest kept axis + 1) and added into the partial after the inner (reduced) loops close, so the innermost
+  loop is a plain ``s += v`` that vectorises (``fastmath={"reassoc"}`` on this function only);
+- ``kernel_parallel`` splits the outermost loop into ``T`` contiguous chunks, one per ``prange`` task; task
+  ``t`` writes only ``part[t]`` (its own partial) and the loop-shaped outputs of its chunk: disjoint writes,
+  no shared accumulator. ``combine`` sums the partials afterwards in task order, so the result does not
+  depend on thread timing. ``kernel_serial`` is the same code with ``T = 1`` and ``range``.
+
+Signature: ``(in0, ..., out0, ..., part, dims)``: ``dims`` is the concrete loop shape (a tuple: a new batch
+size does not recompile), ``part`` the float64 partials ``(T, *keepdims shape)``. The runtime wrapper
+reshapes the reduction's output to the keepdims shape (a view of its C-contiguous buffer) and casts the
+combined float64 sums into it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numba
+import numpy as np
+
+from compiler.codegen.cache import NJIT_FLAGS, load_module
+from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD, read_inputs
+from compiler.codegen.cpu.fastmath import FASTMATH_VERSION
+from compiler.codegen.scalar import prelude, scalar_expr
+from compiler.kernels import CompiledKernel, Kernel
+from symdl.graph import Tensor
+from symdl.ops.reduce import Sum
+from symdl.ops.shape import Unbroadcast
+
+_INDENT = "    "
+_TASKS_PER_THREAD = 2
+
+
+def reduced_axes(node: Tensor) -> tuple[int, ...] | None:
+    """The loop axes a fusable reduction node sums over, or None if it cannot be fused (the axes of an
+    ``unbroadcast`` must be known statically: its reference's dims must all be known)."""
+    x = node.inputs[0]
+    if isinstance(node.op, Sum):
+        if not (x.dtype.kind == "f" and node.dtype == x.dtype):
+            return None
+        return tuple(sorted(node.op.axes))
+    if isinstance(node.op, Unbroadcast):
+        ref = node.inputs[1]
+        if any(d is None for d in ref.shape) or x.dtype.kind != "f":
+            return None
+        lead = x.ndim - ref.ndim
+        keep = tuple(i + lead for i, d in enumerate(ref.shape) if d == 1 and x.shape[i + lead] != 1)
+        return tuple(range(lead)) + keep
+    return None
+
+
+def _index(t: Tensor, shape: tuple) -> tuple[str, int]:
+    rank = len(shape)
+    if t.ndim == 0:
+        return "()", 0
+    parts, depth = [], 0
+    for a, d in enumerate(t.shape):
+        axis = rank - t.ndim + a
+        if d == 1 and shape[axis] != 1:
+            parts.append("0")
+        else:
+            parts.append(f"i{axis}")
+            depth = axis + 1
+    return ", ".join(parts), depth
+
+
+def emit_source(kernel: Kernel) -> str:
+    """The generated module of a reduction kernel."""
+    r = kernel.nodes[-1]
+    shape = tuple(r.inputs[0].shape)
+    axes = reduced_axes(r)
+    assert axes is not None
+    ops = "+".join(n.op.name for n in kernel.nodes)
+    lines = [f'"""symdl reduction kernel: {ops}; loop rank {len(shape)}, summed axes {axes}."""', "", prelude()]
+    lines += ["from compiler.codegen.cpu.fastmath import exp_f32, tanh_f32", f"FASTMATH = {FASTMATH_VERSION!r}", ""]
+    lines += _function("kernel_parallel", kernel, shape, axes, parallel=True) + ["", ""]
+    lines += _function("kernel_serial", kernel, shape, axes, parallel=False)
+    return "\n".join(lines) + "\n"
+
+
+def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], parallel: bool) -> list[str]:
+    rank = len(shape)
+    r = kernel.nodes[-1]
+    members = kernel.nodes[:-1]
+    stored = kernel.outputs[:-1]
+    params = [f"in{j}" for j in range(len(kernel.inputs))] + [f"out{j}" for j in range(len(stored))]
+    params += ["part", "dims"]
+    flags = NJIT_FLAGS.replace("fastmath=False", 'fastmath={"reassoc"}') + (", parallel=True" if parallel else "")
+    kept = [a for a in range(rank) if a not in axes]
+    acc_depth = (max(kept) + 1) if kept else 0  # every kept index is fixed from this depth on
+
+    levels: list[list[str]] = [[] for _ in range(rank + 1)]
+    names: dict[int, str] = {}
+    depth: dict[int, int] = {}
+    used = {i.id for n in members for i in read_inputs(n)}
+    for j, t in enumerate(kernel.inputs):
+        if t.id in used and t.id not in names:
+            idx, d = _index(t, shape)
+            names[t.id], depth[t.id] = f"x{j}", d
+            levels[d].append(f"x{j} = in{j}[{idx}]")
+    for k, n in enumerate(members):
+        args = [names.get(i.id, "None") for i in n.inputs]
+        d = max((depth[i.id] for i in read_inputs(n)), default=0)
+        names[n.id], depth[n.id] = f"v{k}", d
+        levels[d].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
+    store_idx = ", ".join(f"i{a}" for a in range(rank))
+    for j, t in enumerate(stored):
+        levels[rank].append(f"out{j}[{store_idx}] = {names[t.id]}")
+    levels[rank].append(f"s += {names[r.inputs[0].id]}")
+    acc_idx = ", ".join("0" if a in axes else f"i{a}" for a in range(rank))
+
+    lines = [f"@numba.njit({flags})", f"def {name}({', '.join(params)}):"]
+    lines += [_INDENT + f"n{a} = dims[{a}]" for a in range(rank)]
+    lines += [_INDENT + "ntasks = part.shape[0]"]
+    # loop-invariant loads and values are hoisted above the task loop (0-d loads inside a prange body trip
+    # Numba's parfor lowering); depth d >= 1 statements sit inside d open loops of the task's chunk
+    lines += [_INDENT + st for st in levels[0]]
+    levels[0] = []
+    body: list[str] = []
+    for d in range(rank + 1):
+        ind = _INDENT * (d + 2)
+        if d == acc_depth:
+            body.append(ind + "s = 0.0")
+        body += [ind + st for st in levels[d]]
+        if d < rank:
+            rng = "range(lo, hi)" if d == 0 else f"range(n{d})"
+            body.append(ind + f"for i{d} in {rng}:")
+    # close the reduced loops below acc_depth: the flush sits at depth acc_depth, after its inner loops
+    body.append(_INDENT * (acc_depth + 2) + f"acc[{acc_idx}] += s")
+    loop = "numba.prange" if parallel else "range"
+    lines.append(_INDENT + f"for t in {loop}(ntasks):")
+    lines.append(_INDENT * 2 + "lo = (t * n0) // ntasks")
+    lines.append(_INDENT * 2 + "hi = ((t + 1) * n0) // ntasks")
+    lines.append(_INDENT * 2 + "acc = part[t]")
+    lines.append(_INDENT * 2 + "acc[...] = 0.0")
+    lines += body
+    return lines
+
+
+@numba.njit(cache=True)
+def combine(part2: np.ndarray, out1: np.ndarray) -> None:
+    """``out1[j] = sum_t part2[t, j]`` in task order (deterministic), cast to ``out1``'s dtype."""
+    for j in range(out1.size):
+        s = 0.0
+        for t in range(part2.shape[0]):
+            s += part2[t, j]
+        out1[j] = s
+
+
+def _keep_shape(dims: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if a in axes else d for a, d in enumerate(dims))
+
+
+def build_reduction(kernel: Kernel) -> CompiledKernel:
+    """Generate, cache and load a reduction kernel; ``run(*inputs, *outputs)``."""
+    r = kernel.nodes[-1]
+    axes = reduced_axes(r)
+    assert axes is not None and r.inputs[0].ndim >= 1
+    source = emit_source(kernel)
+    mod = load_module(source, kernel.name)
+    nin, nstored = len(kernel.inputs), len(kernel.outputs) - 1
+    shapes = [t.shape for t in kernel.inputs]
+    # an input whose static shape is the loop's gives the concrete loop shape directly
+    loop = tuple(r.inputs[0].shape)
+    full = next(
+        (j for j, s in enumerate(shapes) if len(s) == len(loop) and all(d != 1 or e == 1 for d, e in zip(s, loop))),
+        None,
+    )
+    scratch: dict[tuple, np.ndarray] = {}
+
+    def make(parallel: bool) -> Callable[..., None]:
+        par_fn, ser_fn = mod.kernel_parallel, mod.kernel_serial
+
+        def run(*args: np.ndarray) -> None:
+            if nstored:
+                dims = args[nin].shape
+            elif full is not None:
+                dims = args[full].shape
+            else:
+                dims = np.broadcast_shapes(*(a.shape for a in args[:nin]))
+            red = args[nin + nstored]
+            n = math.prod(dims)
+            if n == 0:  # a sum of nothing is 0; the loop-shaped outputs are empty
+                red.fill(0)
+                return
+            tasks = 1
+            if parallel and n > PARALLEL_THRESHOLD and dims[0] > 1:
+                tasks = min(dims[0], numba.get_num_threads() * _TASKS_PER_THREAD)
+            key = (tasks, dims)
+            part = scratch.get(key)
+            if part is None:
+                part = scratch[key] = np.empty((tasks, *_keep_shape(dims, axes)), np.float64)
+            (par_fn if tasks > 1 else ser_fn)(*args[: nin + nstored], part, dims)
+            combine(part.reshape(tasks, -1), red.reshape(-1))
+
+        return run
+
+    return CompiledKernel(
+        kernel,
+        run=make(True),
+        serial=make(False),
+        source=source,
+        parallel=True,
+        dispatchers=[mod.kernel_parallel, mod.kernel_serial, combine],
+    )

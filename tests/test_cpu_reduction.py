@@ -1,0 +1,92 @@
+"""Reductions fused with their elementwise producers (compiler/codegen/cpu/reduction.py): values against the
+reference executor, the parallel function against its serial twin, every batch size without recompiling."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+import symdl as sd
+from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD
+from symdl.ops.shape import unbroadcast
+
+CASES = {
+    # name: (placeholder shape, build(x) -> output)
+    "all": ((None, 5, 3), lambda x: (sd.tanh(x) * x).sum()),
+    "rows": ((None, 6), lambda x: sd.exp(x - 1.0).sum(axis=1)),
+    "rows_keepdims": ((None, 6), lambda x: (x * x).sum(axis=1, keepdims=True)),
+    "channels": ((None, 3, 4, 5), lambda x: ((x - 0.5) * (x - 0.5)).sum(axis=(0, 2, 3))),
+    "batch": ((None, 7), lambda x: sd.relu(x).sum(axis=0)),
+    "middle": ((None, 4, 6), lambda x: sd.abs(x).sum(axis=1)),
+    "unbroadcast": ((None, 3, 4), lambda x: unbroadcast(sd.sigmoid(x), sd.constant(np.zeros((3, 1), np.float32)))),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(name: str, dtype: str = "float32"):
+    shape, build = CASES[name]
+    x = sd.placeholder(shape, dtype, name="x")
+    y = build(x)
+    if dtype == "float64":
+        y = sd.cast(y, "float64")
+    return sd.compile([x], [y], target="cpu"), sd.compile([x], [y])
+
+
+def _reduction_kernel(f):
+    ks = [ck for ck in f.lowered.compiled if ck.kernel.kind == "reduction"]
+    assert len(ks) == 1, [ck.name for ck in f.lowered.compiled]
+    return ks[0]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("batch", [1, 7, 0])
+def test_fused_reduction_matches_reference(name, batch):
+    f, ref = compiled(name)
+    _reduction_kernel(f)
+    shape = (batch, *CASES[name][0][1:])
+    x = np.random.default_rng(batch).standard_normal(shape).astype(np.float32)
+    before = f.compile_report.numba_compiled
+    np.testing.assert_allclose(f(x)[0], ref(x)[0], rtol=1e-5, atol=1e-5)
+    assert f.compile_report.numba_compiled == before  # no recompile for a new batch size
+
+
+@pytest.mark.parametrize("name", ["all", "channels", "batch", "unbroadcast"])
+def test_parallel_function_matches_serial_twin_on_large_inputs(name):
+    f, ref = compiled(name)
+    ck = _reduction_kernel(f)
+    rest = CASES[name][0][1:]
+    batch = PARALLEL_THRESHOLD // int(np.prod(rest)) + 9  # more elements than the parallel threshold
+    x = np.random.default_rng(1).standard_normal((batch, *rest)).astype(np.float32)
+    out = f(x)[0]
+    np.testing.assert_allclose(out, ref(x)[0], rtol=1e-5, atol=1e-4)
+    inputs = [x if t.op.name == "placeholder" else np.asarray(t.value) for t in ck.kernel.inputs]
+    par, ser = np.empty_like(out), np.empty_like(out)
+    ck.run(*inputs, par)
+    ck.serial(*inputs, ser)
+    np.testing.assert_allclose(par, ser, rtol=1e-6, atol=1e-5)
+    again = np.empty_like(out)
+    ck.run(*inputs, again)
+    np.testing.assert_array_equal(par, again)  # partials are combined in task order: deterministic
+
+
+def test_float64_accuracy():
+    shape, build = CASES["channels"]
+    x = sd.placeholder(shape, "float64", name="x")
+    y = build(x)
+    f, ref = sd.compile([x], [y], target="cpu"), sd.compile([x], [y])
+    _reduction_kernel(f)
+    xs = np.random.default_rng(2).standard_normal((5, 3, 4, 5))
+    np.testing.assert_allclose(f(xs)[0], ref(xs)[0], rtol=1e-10)
+
+
+def test_stored_member_and_sum_in_one_pass():
+    x = sd.placeholder((None, 4), name="x")
+    a = sd.exp(x)
+    f = sd.compile([x], [a * 2.0, a.sum(axis=0)], target="cpu")
+    assert [ck.kernel.kind for ck in f.lowered.compiled] == ["reduction"]
+    xs = np.random.default_rng(3).standard_normal((6, 4)).astype(np.float32)
+    b, s = f(xs)
+    np.testing.assert_allclose(b, 2 * np.exp(xs), rtol=1e-6)
+    np.testing.assert_allclose(s, np.exp(xs).sum(0), rtol=1e-5)
