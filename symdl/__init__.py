@@ -51,7 +51,7 @@ from symdl.render import *  # noqa: F403
 from symdl.function import Function, compile
 from symdl.gradcheck import GradCheckError, check_grad
 from compiler.autodiff import grad
-from symdl import data, nn  # noqa: E402 - subpackages built on the names above
+from symdl import data, nn, optim  # noqa: E402 - subpackages built on the names above
 from symdl.ops.random import host_rng
 
 __version__ = "0.1.0"
