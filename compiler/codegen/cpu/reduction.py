@@ -101,7 +101,7 @@ def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], pa
     levels: list[list[str]] = [[] for _ in range(rank + 1)]
     names: dict[int, str] = {}
     depth: dict[int, int] = {}
-    used = {i.id for n in members for i in read_inputs(n)}
+    used = {i.id for n in members for i in read_inputs(n)} | {r.inputs[0].id}
     for j, t in enumerate(kernel.inputs):
         if t.id in used and t.id not in names:
             idx, d = _index(t, shape)
