@@ -55,3 +55,42 @@ def dispatcher_stats(compiled: list[CompiledKernel]) -> tuple[int, int]:
             hits += sum(stats.cache_hits.values())
             misses += sum(stats.cache_misses.values())
     return hits, misses
+
+
+_TWIN_SUFFIXES = (
+    ("_par", "_ser"),
+    ("_ser", "_par"),
+    ("kernel_parallel", "kernel_serial"),
+    ("kernel_serial", "kernel_parallel"),
+)
+
+
+def _twin_name(name: str) -> str | None:
+    for a, b in _TWIN_SUFFIXES:
+        if name.endswith(a):
+            return name[: -len(a)] + b
+    return None
+
+
+def compile_twins(compiled: list[CompiledKernel]) -> list[str]:
+    """Compile (or load from the disk cache) the parallel/serial twin of every Numba signature a warm-up
+    compiled, so that a batch size that crosses a kernel's parallel threshold compiles nothing at call time
+    (warm-up runs small shapes, which take the serial twins). Twins share their argument types by construction.
+    Returns one note per twin that could not be compiled (then it compiles on first use)."""
+    notes: list[str] = []
+    done: set[int] = set()
+    for ck in compiled:
+        by_name = {getattr(d, "__name__", ""): d for d in ck.dispatchers}
+        for name, d in by_name.items():
+            twin = by_name.get(_twin_name(name) or "")
+            if twin is None or id(d) in done:
+                continue
+            done.add(id(d))
+            have = set(twin.signatures)
+            for sig in list(d.signatures):
+                if sig not in have:
+                    try:
+                        twin.compile(sig)
+                    except Exception as e:  # noqa: BLE001 - reported, and the twin then compiles on first use
+                        notes.append(f"{ck.name}: could not precompile {twin.__name__}{sig}: {type(e).__name__}")
+    return notes

@@ -150,7 +150,7 @@ def compile(  # noqa: A001 - the API name
 def _compile_cpu(
     program: Any, check_numerics: bool, warmup: bool, t_passes: float, fuse_reductions: bool = True
 ) -> Function:
-    from compiler.lower import dispatcher_stats, lower_cpu
+    from compiler.lower import compile_twins, dispatcher_stats, lower_cpu
     from runtime.cpu import CpuFunction
     from runtime.plan import build_plan
 
@@ -170,6 +170,7 @@ def _compile_cpu(
                 executor.warmup()
             except Exception as e:  # noqa: BLE001 - data-dependent ops may reject zeros; the first call compiles
                 report.notes.append(f"warm-up stopped early ({type(e).__name__}: {e}); the rest compiles on first call")
+            report.notes.extend(compile_twins(lowered.compiled))
         report.timings["numba_jit"] = time.perf_counter() - t0
         after = dispatcher_stats(lowered.compiled)
         report.numba_compiled = after[1] - before[1]

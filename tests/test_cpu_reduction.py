@@ -90,3 +90,18 @@ def test_stored_member_and_sum_in_one_pass():
     b, s = f(xs)
     np.testing.assert_allclose(b, 2 * np.exp(xs), rtol=1e-6)
     np.testing.assert_allclose(s, np.exp(xs).sum(0), rtol=1e-5)
+
+
+def test_large_batch_after_compile_compiles_nothing():
+    """Warm-up runs small shapes (serial twins); compile() also precompiles each parallel twin, so a batch that
+    crosses the parallel thresholds compiles nothing at call time."""
+    from compiler.lower import dispatcher_stats
+
+    x = sd.placeholder((None, 64), name="x")
+    h = sd.tanh(x) * 2.0
+    f = sd.compile([x], [h, sd.softmax(h, axis=1), h.sum(axis=1)], target="cpu")
+    before = dispatcher_stats(f.lowered.compiled)
+    xs = np.random.default_rng(4).standard_normal((1024, 64)).astype(np.float32)  # 65536 elements
+    out = f(xs)
+    assert dispatcher_stats(f.lowered.compiled)[1] == before[1]
+    np.testing.assert_allclose(out[2], (2 * np.tanh(xs)).sum(1), rtol=1e-5, atol=1e-5)
