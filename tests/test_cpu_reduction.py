@@ -24,7 +24,7 @@ CASES = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiled(name: str, dtype: str = "float32"):
     shape, build = CASES[name]
     x = sd.placeholder(shape, dtype, name="x")
