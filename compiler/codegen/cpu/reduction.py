@@ -28,7 +28,7 @@ import numba
 import numpy as np
 
 from compiler.codegen.cache import NJIT_FLAGS, load_module
-from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD, read_inputs
+from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD, _index, read_inputs
 from compiler.codegen.cpu.fastmath import FASTMATH_VERSION
 from compiler.codegen.scalar import prelude, scalar_expr
 from compiler.kernels import CompiledKernel, Kernel
@@ -56,21 +56,6 @@ def reduced_axes(node: Tensor) -> tuple[int, ...] | None:
         keep = tuple(i + lead for i, d in enumerate(ref.shape) if d == 1 and x.shape[i + lead] != 1)
         return tuple(range(lead)) + keep
     return None
-
-
-def _index(t: Tensor, shape: tuple) -> tuple[str, int]:
-    rank = len(shape)
-    if t.ndim == 0:
-        return "()", 0
-    parts, depth = [], 0
-    for a, d in enumerate(t.shape):
-        axis = rank - t.ndim + a
-        if d == 1 and shape[axis] != 1:
-            parts.append("0")
-        else:
-            parts.append(f"i{axis}")
-            depth = axis + 1
-    return ", ".join(parts), depth
 
 
 def emit_source(kernel: Kernel) -> str:
