@@ -66,6 +66,26 @@ def _signed_decayed(p: Parameter, g: Tensor, group: ParamGroup) -> Tensor:
     return g
 
 
+def _adam_moments(
+    p: Parameter, g: Tensor, state: dict[str, Parameter], group: ParamGroup, s: _Scalars
+) -> tuple[Tensor, Tensor, Parameter, Parameter, Tensor, Tensor]:
+    """Adam and NAdam's shared first half: maximise, (decoupled) weight decay, and the new first and second
+    moments. Returns ``(g, p_decayed, m, v, new_m, new_v)``."""
+    b1, b2 = (float(b) for b in group["betas"])
+    if group["maximize"]:
+        g = -g
+    p_decayed: Tensor = p
+    if group["weight_decay"] != 0:
+        if group["decoupled_weight_decay"]:
+            p_decayed = p * s("decay", p.dtype)
+        else:
+            g = g + group["weight_decay"] * p
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    new_m = lerp(m, g, 1.0 - b1)
+    new_v = v * b2 + ((1.0 - b2) * g) * g
+    return g, p_decayed, m, v, new_m, new_v
+
+
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, dampening, Nesterov momentum and weight decay (as
     ``torch.optim.SGD``)::
@@ -330,18 +350,7 @@ class Adam(Optimizer):
     def _update(
         self, p: Parameter, g: Tensor, state: dict[str, Parameter], group: ParamGroup, s: _Scalars
     ) -> dict[Parameter, Tensor]:
-        b1, b2 = (float(b) for b in group["betas"])
-        if group["maximize"]:
-            g = -g
-        p_decayed: Tensor = p
-        if group["weight_decay"] != 0:
-            if group["decoupled_weight_decay"]:
-                p_decayed = p * s("decay", p.dtype)
-            else:
-                g = g + group["weight_decay"] * p
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        new_m = lerp(m, g, 1.0 - b1)
-        new_v = v * b2 + ((1.0 - b2) * g) * g
+        g, p_decayed, m, v, new_m, new_v = _adam_moments(p, g, state, group, s)
         out: dict[Parameter, Tensor] = {m: new_m, v: new_v}
         second = new_v
         if group["amsgrad"]:
@@ -466,18 +475,7 @@ class NAdam(Optimizer):
     def _update(
         self, p: Parameter, g: Tensor, state: dict[str, Parameter], group: ParamGroup, s: _Scalars
     ) -> dict[Parameter, Tensor]:
-        b1, b2 = (float(b) for b in group["betas"])
-        if group["maximize"]:
-            g = -g
-        p_decayed: Tensor = p
-        if group["weight_decay"] != 0:
-            if group["decoupled_weight_decay"]:
-                p_decayed = p * s("decay", p.dtype)
-            else:
-                g = g + group["weight_decay"] * p
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        new_m = lerp(m, g, 1.0 - b1)
-        new_v = v * b2 + ((1.0 - b2) * g) * g
+        g, p_decayed, m, v, new_m, new_v = _adam_moments(p, g, state, group, s)
         denom = sqrt(new_v / s("bc2", p.dtype)) + group["eps"]
         new_p = (p_decayed + (s("c_grad", p.dtype) * g) / denom) + (s("c_avg", p.dtype) * new_m) / denom
         return {m: new_m, v: new_v, p: new_p}
