@@ -52,6 +52,8 @@ from symdl.function import Function, compile
 from symdl.gradcheck import GradCheckError, check_grad
 from compiler.autodiff import grad
 from symdl import data, nn, optim  # noqa: E402 - subpackages built on the names above
+from symdl.training import History, Trainer, accuracy, evaluate, fit, plot_history, predict
+from symdl.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from symdl.ops.random import host_rng
 
 __version__ = "0.1.0"
