@@ -106,7 +106,7 @@ def compile(  # noqa: A001 - the API name
     check_numerics: bool = False,
     passes: Mapping[str, bool] | None = None,
     freeze_parameters: bool = False,
-    warmup: bool = True,
+    warmup: bool | str = True,
 ) -> Function:
     """Compile a graph into ``f(*arrays) -> list of arrays``.
 
@@ -122,10 +122,16 @@ def compile(  # noqa: A001 - the API name
       fusion switch ``"fuse_reductions"`` keeps every sum a separate kernel).
     - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
       current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
-    - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` so that no Numba
-      compilation happens on the first real call (dims declared ``None`` are set to 2 for it).
+    - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` (dims declared
+      ``None`` set to 2) and precompile the parallel twin of each, so that no Numba compilation happens at call
+      time, whatever the batch size. ``"small"``: only what the small warm-up runs (serial twins; a parallel
+      twin compiles on the first call large enough to need it; faster compiles for small workloads).
+      ``False``: compile lazily on first use.
     """
     from compiler.program import build_program
+
+    if warmup not in (True, False, "small"):
+        raise ValueError(f"compile: warmup must be True, False or 'small', got {warmup!r}")
 
     if target not in TARGETS:
         raise GraphError(
@@ -148,7 +154,7 @@ def compile(  # noqa: A001 - the API name
 
 
 def _compile_cpu(
-    program: Any, check_numerics: bool, warmup: bool, t_passes: float, fuse_reductions: bool = True
+    program: Any, check_numerics: bool, warmup: bool | str, t_passes: float, fuse_reductions: bool = True
 ) -> Function:
     from compiler.lower import compile_twins, dispatcher_stats, lower_cpu
     from runtime.cpu import CpuFunction
@@ -170,7 +176,8 @@ def _compile_cpu(
                 executor.warmup()
             except Exception as e:  # noqa: BLE001 - data-dependent ops may reject zeros; the first call compiles
                 report.notes.append(f"warm-up stopped early ({type(e).__name__}: {e}); the rest compiles on first call")
-            report.notes.extend(compile_twins(lowered.compiled))
+            if warmup != "small":
+                report.notes.extend(compile_twins(lowered.compiled))
         report.timings["numba_jit"] = time.perf_counter() - t0
         after = dispatcher_stats(lowered.compiled)
         report.numba_compiled = after[1] - before[1]

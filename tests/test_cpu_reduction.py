@@ -105,3 +105,17 @@ def test_large_batch_after_compile_compiles_nothing():
     out = f(xs)
     assert dispatcher_stats(f.lowered.compiled)[1] == before[1]
     np.testing.assert_allclose(out[2], (2 * np.tanh(xs)).sum(1), rtol=1e-5, atol=1e-5)
+
+
+def test_warmup_small_leaves_parallel_twins_for_later():
+    from compiler.lower import dispatcher_stats
+
+    x = sd.placeholder((None, 48), name="x")
+    y = (sd.sigmoid(x) * 3.0).sum(axis=1)
+    f = sd.compile([x], [y], target="cpu", warmup="small")
+    before = sum(dispatcher_stats(f.lowered.compiled))
+    xs = np.random.default_rng(5).standard_normal((2048, 48)).astype(np.float32)
+    np.testing.assert_allclose(f(xs)[0], (3 / (1 + np.exp(-xs))).sum(1), rtol=1e-5)
+    assert sum(dispatcher_stats(f.lowered.compiled)) > before  # the parallel twin was compiled (or loaded) only now
+    with pytest.raises(ValueError, match="warmup"):
+        sd.compile([x], [y], target="cpu", warmup="lazy")
