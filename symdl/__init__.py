@@ -57,3 +57,21 @@ from symdl.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_
 from symdl.ops.random import host_rng
 
 __version__ = "0.1.0"
+
+# runtime.export / runtime.artifact import the compiler, which imports symdl: load them on first use
+_LAZY = {
+    "load": "runtime.export",
+    "load_artifact": "runtime.artifact",
+    "ArtifactError": "runtime.artifact",
+    "ExportError": "runtime.artifact",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'symdl' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -83,6 +84,13 @@ class Function:
         """Planned peak bytes vs bytes without planning, for the last input shapes."""
         self._need_compiled("memory_report")
         return self._executor.memory_report()
+
+    def export(self, path: str | os.PathLike[str], validate: bool = True) -> Any:
+        """Write this eval-mode ``target="cpu"`` function to one model file that :func:`symdl.load` reads back;
+        the file is reloaded and checked bit for bit first. Returns a :class:`runtime.export.ExportReport`."""
+        from runtime.export import export
+
+        return export(self, path, validate=validate)
 
     def _need_compiled(self, what: str) -> None:
         if self.lowered is None:
