@@ -735,12 +735,12 @@ def _merge_kernels(g: dict) -> None:
         (_set([_first("Softmax"), "props", "code"], "x"), r"props has unknown keys \['code'\]"),
         (
             _set([_first("Softmax"), "props", "axis"], 7),
-            r"\(Softmax\): prop 'axis' = 7 is out of range for operands of rank 2",
+            r"\(Softmax\): .*axis 7 is out of range for a rank-2 operand",
         ),
-        (_set([_first("Softmax"), "props", "axis"], -3), r"prop 'axis' = -3 is out of range"),
+        (_set([_first("Softmax"), "props", "axis"], -3), r"axis -3 is out of range"),
         (
             _set([_first("Transpose"), "props", "perm"], [0, 0]),
-            r"\(Transpose\): prop 'perm' = \(0, 0\) repeats an axis",
+            r"\(Transpose\): .*perm \(0, 0\) is not a permutation",
         ),
         (_wrong_operand, r"\(MatMul\): its operands do not fit the op: matmul"),
         (_set([_first("Relu"), "inputs"], [999]), r"\(Relu\): inputs: node id 999 does not exist"),

@@ -260,3 +260,21 @@ def test_getitem_grad_writes_back_with_repeats():
 def test_getitem_no_op_returns_input():
     x = placeholder((2, 3), name="x")
     assert x[:] is x and x[...] is x and x[:, :] is x
+
+
+def test_op_inference_checks_axis_props_of_directly_built_ops():
+    """Op classes built directly (as a model-file loader does) validate their axis props in ``infer``."""
+    from symdl.graph import apply
+    from symdl.ops.nn import Softmax
+    from symdl.ops.reduce import Sum
+    from symdl.ops.shape import Transpose
+
+    x = symdl.placeholder((None, 5))
+    for op, match in [
+        (Softmax(7), "axis 7 is out of range"),
+        (Sum((5,), False), "not distinct axes"),
+        (Sum((1, 1), False), "not distinct axes"),
+        (Transpose((0, 0)), "not a permutation"),
+    ]:
+        with pytest.raises(symdl.ShapeError, match=match):
+            apply(op, x)

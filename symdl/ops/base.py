@@ -171,6 +171,9 @@ def normalize_axes(axis: Any, ndim: int, what: str) -> tuple[int, ...]:
 
 
 def reduced_shape(shape: tuple, axes: Sequence[int], keepdims: bool) -> tuple:
+    """The shape after reducing the normalised ``axes`` (each in ``[0, rank)``, no repeats; checked)."""
+    if any(not 0 <= a < len(shape) for a in axes) or len(set(axes)) != len(axes):
+        raise InferError(f"reduction axes {tuple(axes)} are not distinct axes of a rank-{len(shape)} operand")
     if keepdims:
         return tuple(1 if i in axes else d for i, d in enumerate(shape))
     return tuple(d for i, d in enumerate(shape) if i not in axes)

@@ -50,6 +50,8 @@ class Softmax(Op):
 
     def infer(self, x: TensorType) -> TensorType:  # type: ignore[override]
         require_float(x, self.name)
+        if not -len(x.shape) <= self.axis < len(x.shape):
+            raise InferError(f"{self.name}: axis {self.axis} is out of range for a rank-{len(x.shape)} operand")
         return x
 
     def perform(self, x):  # type: ignore[no-untyped-def]
@@ -72,6 +74,8 @@ class LogSoftmax(Op):
 
     def infer(self, x: TensorType) -> TensorType:  # type: ignore[override]
         require_float(x, self.name)
+        if not -len(x.shape) <= self.axis < len(x.shape):
+            raise InferError(f"{self.name}: axis {self.axis} is out of range for a rank-{len(x.shape)} operand")
         return x
 
     def perform(self, x):  # type: ignore[no-untyped-def]

@@ -245,6 +245,8 @@ class Transpose(Op):
     name: ClassVar[str] = "transpose"
 
     def infer(self, x: TensorType) -> TensorType:  # type: ignore[override]
+        if sorted(self.perm) != list(range(len(x.shape))):
+            raise InferError(f"transpose: perm {tuple(self.perm)} is not a permutation of the {len(x.shape)} axes")
         return TensorType(tuple(x.shape[p] for p in self.perm), x.dtype)
 
     def perform(self, x):  # type: ignore[no-untyped-def]
