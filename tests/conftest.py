@@ -8,6 +8,7 @@ float64: rtol 1e-10). So every op value and gradient test doubles as a compiled-
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -84,7 +85,23 @@ class _Validated:
         return got
 
 
+def _small_warmup_by_default():
+    """Tests use tiny shapes that never run a kernel's parallel twin: compile them lazily (``warmup="small"``)
+    unless a test asks otherwise. Precompiling every twin would double the suite's cold Numba compile time;
+    tests of the full warm-up pass ``warmup=True`` explicitly."""
+    original = symdl.function.compile
+
+    @functools.wraps(original)
+    def compile_small(inputs, outputs, updates=None, target="reference", **kw):
+        kw.setdefault("warmup", "small")
+        return original(inputs, outputs, updates, target=target, **kw)
+
+    symdl.compile = compile_small
+    symdl.function.compile = compile_small
+
+
 def pytest_configure(config):
+    _small_warmup_by_default()
     target = config.getoption("--target")
     if target == "reference":
         return
