@@ -14,7 +14,7 @@ import numpy as np
 from symdl.errors import GraphError
 from symdl.graph import Parameter, Tensor
 
-TARGETS = ("reference", "cpu")
+TARGETS = ("reference", "cpu", "cuda")
 
 
 @dataclass
@@ -123,7 +123,9 @@ def compile(  # noqa: A001 - the API name
     - ``updates``: ``{parameter: new value}``; all read the old values and apply after the outputs.
     - ``mode``: ``"train"`` (batch statistics, running-stat updates, dropout masks) or ``"eval"`` (running
       statistics, dropout is the identity).
-    - ``target``: ``"reference"`` (the NumPy interpreter, the oracle) or ``"cpu"`` (fused Numba kernels).
+    - ``target``: ``"reference"`` (the NumPy interpreter, the oracle), ``"cpu"`` (fused Numba kernels) or
+      ``"cuda"`` (the same fused kernels emitted for numba.cuda; needs ``symdl[cuda]`` and a GPU or
+      ``NUMBA_ENABLE_CUDASIM=1``; a first slice: unsupported ops are a compile error naming them).
     - ``check_numerics``: raise at the first op (forward or gradient) producing NaN/Inf, naming its line.
     - ``passes``: graph passes to run, all by default on compiled targets and none on ``"reference"``;
       switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``; the
@@ -142,17 +144,18 @@ def compile(  # noqa: A001 - the API name
         raise ValueError(f"compile: warmup must be True, False or 'small', got {warmup!r}")
 
     if target not in TARGETS:
-        raise GraphError(
-            f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)} "
-            "(the numba.cuda 'cuda' target is not implemented yet)"
-        )
+        raise GraphError(f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)}")
     if passes is None and target != "reference":
         passes = {}
     t0 = time.perf_counter()
     program = build_program(inputs, outputs, updates, mode, passes=passes, freeze_parameters=freeze_parameters)
     t_passes = time.perf_counter() - t0
-    if target == "cpu":
+    if target in ("cpu", "cuda"):
         fuse_reductions = bool((passes or {}).get("fuse_reductions", True))
+        if target == "cuda":  # numba.cuda (or its simulator) via runtime/cuda.py; a GraphError says what is missing
+            from runtime.cuda import _compile_cuda
+
+            return _compile_cuda(program, check_numerics, warmup, t_passes, fuse_reductions)
         return _compile_cpu(program, check_numerics, warmup, t_passes, fuse_reductions)
     from runtime.reference import ReferenceFunction
 

@@ -1,0 +1,192 @@
+"""CUDA (numba.cuda) emitter: :func:`build_kernel` turns a :class:`~compiler.kernels.Kernel` — the *same* fusion
+output the CPU target compiles (:func:`compiler.fusion.fuse`) — into a
+:class:`~compiler.codegen.cuda.device.CudaCompiledKernel` whose ``run`` takes
+:class:`~compiler.codegen.cuda.device.DeviceValue` s (destination passing, as :mod:`compiler.kernels` describes).
+
+- ``"elementwise"``: a generated grid-stride kernel (:mod:`compiler.codegen.cuda.elementwise`).
+- ``"reduction"``: generated row / block-tree kernels (:mod:`compiler.codegen.cuda.reduction`).
+- ``"op"``: a library kernel (:mod:`compiler.codegen.cuda.library`).
+- ``"epilogue"``: the anchor (matmul) writes the first output, then the elementwise (or reduction) loop runs on
+  it in place, as on the CPU.
+- ``"view"``: ``run(*inputs, shape=...) -> DeviceValue``: reshapes of contiguous values and 2-d transposes are free
+  (new shape/strides over the same device array).
+
+Ops outside this slice are refused at compile time by :func:`check_supported` (a :class:`GraphError` naming the
+op and saying it is not yet supported on the cuda target): there is no silent CPU fallback. ``numba.cuda`` is
+imported lazily (:func:`compiler.codegen.cuda.device.cuda_module`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from compiler.codegen.cuda.device import (
+    CudaCompiledKernel,
+    DeviceValue,
+    cuda_module,
+    cuda_problem,
+    is_simulator,
+    launch_config,
+)
+from compiler.codegen.scalar import DTYPE_NAMES, SCALAR_EXPR
+from compiler.kernels import Kernel
+from symdl.errors import GraphError, where
+from symdl.graph import Tensor
+from symdl.ops.conv import Conv
+from symdl.ops.reduce import MatMul, Sum
+from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose, Unbroadcast
+
+__all__ = [
+    "CudaCompiledKernel",
+    "DeviceValue",
+    "build_kernel",
+    "check_supported",
+    "cuda_module",
+    "cuda_problem",
+    "is_simulator",
+    "launch_config",
+]
+
+EPILOGUE_ANCHORS: tuple[type, ...] = (MatMul, Conv)
+VIEW_OPS: tuple[type, ...] = (Reshape, ReshapeLike, ExpandDims, Squeeze, Flatten)
+
+
+def _refuse(node: Tensor, why: str) -> GraphError:
+    return GraphError(
+        f"op {node.op.name} ({type(node.op).__name__}, node {node.label()}) is not yet supported on the cuda "
+        f"target: {why}{where(node.frame)}"
+    )
+
+
+def _check_scalar(node: Tensor) -> None:
+    if type(node.op) not in SCALAR_EXPR:
+        raise _refuse(node, "no scalar expression for this elementwise op")
+    for t in (node, *node.inputs):
+        if t.dtype not in DTYPE_NAMES:
+            raise _refuse(node, f"dtype {t.dtype} is not supported")
+
+
+def check_supported(kernels: Sequence[Kernel]) -> None:
+    """Raise a :class:`GraphError` naming the first node the cuda target cannot run (no CPU fallback)."""
+    from compiler.codegen.cuda.library import unsupported_reason
+    from compiler.codegen.cuda.reduction import reduction_axes
+
+    for k in kernels:
+        nodes = list(k.nodes)
+        if k.kind == "view":
+            n = k.anchor
+            if not (isinstance(n.op, VIEW_OPS) or (isinstance(n.op, Transpose) and tuple(n.op.perm) == (1, 0))):
+                raise _refuse(n, "no view kernel")
+            continue
+        if k.kind == "op":
+            why = unsupported_reason(k.anchor)
+            if why is not None:
+                raise _refuse(k.anchor, why)
+            continue
+        if k.kind == "epilogue":
+            if not isinstance(k.anchor.op, EPILOGUE_ANCHORS):
+                raise _refuse(k.anchor, "no cuda kernel yet")
+            nodes = nodes[1:]
+        if k.kind in ("reduction", "epilogue") and isinstance(nodes[-1].op, (Sum, Unbroadcast)):
+            r = nodes[-1]
+            if reduction_axes(r) is None:
+                raise _refuse(r, "its summed axes are known only at run time")
+            nodes = nodes[:-1]
+        for n in nodes:
+            _check_scalar(n)
+
+
+def build_kernel(kernel: Kernel) -> CudaCompiledKernel:
+    """Compile one kernel for the cuda target (call :func:`check_supported` on the whole list first)."""
+    from compiler.codegen.cuda.elementwise import build_elementwise
+    from compiler.codegen.cuda.library import lookup
+    from compiler.codegen.cuda.reduction import build_reduction
+
+    if kernel.kind == "elementwise":
+        ck = build_elementwise(kernel)
+        return CudaCompiledKernel(kernel, run=ck.run, serial=ck.run, source=ck.source, dispatchers=ck.dispatchers)
+    if kernel.kind == "reduction":
+        return build_reduction(kernel)
+    if kernel.kind == "op":
+        factory = lookup(kernel.anchor)
+        if factory is None:  # pragma: no cover - check_supported refuses it first
+            raise _refuse(kernel.anchor, "no cuda kernel yet")
+        return factory(kernel)
+    if kernel.kind == "epilogue":
+        return _build_epilogue(kernel)
+    if kernel.kind == "view":
+        return CudaCompiledKernel(kernel, run=view_function(kernel.anchor), mode="view")
+    raise ValueError(f"unknown kernel kind {kernel.kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Epilogues
+# ----------------------------------------------------------------------------------------------------
+
+
+def _build_epilogue(kernel: Kernel) -> CudaCompiledKernel:
+    from compiler.codegen.cuda.elementwise import build_elementwise
+    from compiler.codegen.cuda.library import lookup
+    from compiler.codegen.cuda.reduction import build_reduction
+
+    anchor = kernel.anchor
+    factory = lookup(anchor)
+    assert factory is not None
+    anchor_kernel = Kernel("op", [anchor], list(anchor.inputs), [anchor], kernel.index)
+    impl = factory(anchor_kernel)
+    group = kernel.nodes[1:]
+    read = {i.id for n in group for i in n.inputs}
+    others = [t for t in kernel.inputs if t.id in read and t.id != anchor.id]
+    summed = (
+        isinstance(group[-1].op, (Sum, Unbroadcast))
+        and len(group) > 1
+        and any(n is group[-1].inputs[0] for n in group[:-1])
+    )
+    loop = Kernel("reduction" if summed else "elementwise", group, [anchor] + others, list(kernel.outputs))
+    loop.index = kernel.index
+    ew = build_reduction(loop) if summed else build_elementwise(loop)
+    nin = len(kernel.inputs)
+    position = {t.id: k for k, t in enumerate(kernel.inputs)}
+    anchor_args = tuple(position[t.id] for t in anchor.inputs) + (nin,)  # ..., out0
+    loop_args = (nin,) + tuple(position[t.id] for t in others) + tuple(range(nin, nin + len(kernel.outputs)))
+    run = _epilogue_run(impl.run, ew.run, anchor_args, loop_args)
+    loop_warm = getattr(ew, "warm", None) or ew.run
+    warm = _epilogue_run(impl.warm or impl.run, loop_warm, anchor_args, loop_args)
+    scratch = dict(getattr(ew, "scratch", {}))
+    ck = CudaCompiledKernel(
+        kernel,
+        run=run,
+        serial=run,
+        source=ew.source,
+        dispatchers=list(impl.dispatchers) + list(ew.dispatchers),
+        warm=warm,
+    )
+    ck.scratch = getattr(ew, "scratch", scratch)
+    return ck
+
+
+def _epilogue_run(
+    anchor_run: Callable[..., object], loop_run: Callable[..., object], anchor_args: tuple, loop_args: tuple
+) -> Callable[..., None]:
+    def run(*args: DeviceValue) -> None:
+        anchor_run(*[args[k] for k in anchor_args])
+        loop_run(*[args[k] for k in loop_args])
+
+    return run
+
+
+# ----------------------------------------------------------------------------------------------------
+# Views
+# ----------------------------------------------------------------------------------------------------
+
+
+def view_function(node: Tensor) -> Callable[..., DeviceValue]:
+    """``f(*inputs, shape=concrete output shape) -> DeviceValue`` of a reshape-family node (the same contiguous
+    storage seen with the new shape) or a 2-d transpose (swapped strides); no copy either way."""
+    op = node.op
+    if isinstance(op, Transpose):
+        perm = tuple(op.perm)
+        return lambda x, *rest, shape: x.transposed(perm)
+    if isinstance(op, VIEW_OPS):
+        return lambda x, *rest, shape: x.reshaped(tuple(shape))
+    raise GraphError(f"the cuda target has no view kernel for op {op.name}{where(node.frame)}")
