@@ -97,7 +97,7 @@ def mlp_step(sizes: tuple[int, ...], batch: int, target: str, seed: int = 0) -> 
     return f, data
 
 
-def lenet_step(batch: int, target: str, seed: int = 0) -> tuple[Callable, list]:
+def lenet_step(batch: int, target: str, seed: int = 0, warmup: bool | str = True) -> tuple[Callable, list]:
     """LeNet-5 on 1x28x28 (conv5-pad2, pool, conv5, pool, 400-120-84-10), SGD momentum 0.9."""
     rng = np.random.default_rng(seed)
     x = sd.placeholder((None, 1, 28, 28), name="x")
@@ -121,7 +121,8 @@ def lenet_step(batch: int, target: str, seed: int = 0) -> tuple[Callable, list]:
     loss = sd.cross_entropy(logits, y)
     params = [c1w, c1b, c2w, c2b, *fcs]
     grads = sd.grad(loss, params)
-    f = sd.compile([x, y], [loss], updates=sgd_momentum_updates(params, grads, 0.01, 0.9), target=target)
+    updates = sgd_momentum_updates(params, grads, 0.01, 0.9)
+    f = sd.compile([x, y], [loss], updates=updates, target=target, warmup=warmup)
     data = [rng.normal(size=(batch, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, batch)]
     return f, data
 
