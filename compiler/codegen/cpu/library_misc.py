@@ -782,11 +782,15 @@ def _class_dims(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1 :])
 
 
-def _take_class_runner(op: TakeAlongClass, parallel: bool | None = None) -> Callable[..., None]:
+def _class_gather_runner(
+    op: TakeAlongClass | SoftmaxCrossEntropy, what: str, par_fn: Callable, ser_fn: Callable, parallel: bool | None
+) -> Callable[..., None]:
+    """``run(x, idx, out)`` for the per-position class ops (``take_class``, ``softmax_cross_entropy``): shape and
+    range checks (messages naming ``what``), then ``kernel(x3, idx2, out2, has_ignore, ignore)``."""
     has_ignore, ignore = _ignore_args(op.ignore_index)
 
     def run(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
-        _check_idx_shape(x.shape, idx.shape, op.axis, "take_class")
+        _check_idx_shape(x.shape, idx.shape, op.axis, what)
         o, n, k = _class_dims(x.shape, op.axis)
         _check_indices(idx, n, "label", "classes", op.ignore_index)
         if out.size == 0:
@@ -794,9 +798,39 @@ def _take_class_runner(op: TakeAlongClass, parallel: bool | None = None) -> Call
         if n == 0:  # every label is ignore_index (else the range check failed)
             out.fill(0)
             return
-        par = parallel if parallel is not None else out.size >= PARALLEL_MIN_SIZE
-        fn = take_class_par if par else take_class_ser
+        par = parallel if parallel is not None else (x.size >= PARALLEL_MIN_SIZE and _threads() > 1)
+        fn = par_fn if par else ser_fn
         fn(_c(x).reshape(o, n, k), _c(idx).reshape(o, k), out.reshape(o, k), has_ignore, ignore)
+
+    return run
+
+
+def _class_scatter_runner(
+    op: TakeAlongClassGrad | SoftmaxCrossEntropyGrad,
+    what: str,
+    par_fn: Callable,
+    ser_fn: Callable,
+    parallel: bool | None,
+    reads_ref: bool,
+) -> Callable[..., None]:
+    """``run(g, idx, ref, out)`` for the adjoints of the class ops: ``kernel(g2, idx2, [ref3,] out3, has_ignore,
+    ignore)`` (``reads_ref``: the kernel reads ``ref``'s values, not only its shape)."""
+    has_ignore, ignore = _ignore_args(op.ignore_index)
+
+    def run(g: np.ndarray, idx: np.ndarray, ref: np.ndarray, out: np.ndarray) -> None:
+        _check_idx_shape(ref.shape, idx.shape, op.axis, what)
+        o, n, k = _class_dims(ref.shape, op.axis)
+        _check_indices(idx, n, "label", "classes", op.ignore_index)
+        if n == 0 or idx.size == 0:
+            out.fill(0)
+            return
+        g2 = _c(np.broadcast_to(g, idx.shape)).reshape(o, k)
+        par = parallel if parallel is not None else (out.size >= PARALLEL_MIN_SIZE and _threads() > 1)
+        fn = par_fn if par else ser_fn
+        if reads_ref:
+            fn(g2, _c(idx).reshape(o, k), _c(ref).reshape(o, n, k), out.reshape(o, n, k), has_ignore, ignore)
+        else:
+            fn(g2, _c(idx).reshape(o, k), out.reshape(o, n, k), has_ignore, ignore)
 
     return run
 
@@ -804,32 +838,20 @@ def _take_class_runner(op: TakeAlongClass, parallel: bool | None = None) -> Call
 @register(TakeAlongClass)
 def _take_class(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_take_class_runner(op), [take_class_par, take_class_ser], True, _take_class_runner(op, False))
-
-
-def _take_class_grad_runner(op: TakeAlongClassGrad, parallel: bool | None = None) -> Callable[..., None]:
-    has_ignore, ignore = _ignore_args(op.ignore_index)
-
-    def run(g: np.ndarray, idx: np.ndarray, ref: np.ndarray, out: np.ndarray) -> None:
-        _check_idx_shape(ref.shape, idx.shape, op.axis, "take_class_grad")
-        o, n, k = _class_dims(ref.shape, op.axis)
-        _check_indices(idx, n, "label", "classes", op.ignore_index)
-        if n == 0 or idx.size == 0:
-            out.fill(0)
-            return
-        g = _c(np.broadcast_to(g, idx.shape))
-        par = parallel if parallel is not None else out.size >= PARALLEL_MIN_SIZE
-        fn = take_class_grad_par if par else take_class_grad_ser
-        fn(g.reshape(o, k), _c(idx).reshape(o, k), out.reshape(o, n, k), has_ignore, ignore)
-
-    return run
+    args = (op, "take_class", take_class_par, take_class_ser)
+    return LibraryImpl(
+        _class_gather_runner(*args, None), [take_class_par, take_class_ser], True, _class_gather_runner(*args, False)
+    )
 
 
 @register(TakeAlongClassGrad)
 def _take_class_grad(node: Tensor) -> LibraryImpl:
     op = node.op
     dispatchers = [take_class_grad_par, take_class_grad_ser]
-    return LibraryImpl(_take_class_grad_runner(op), dispatchers, True, _take_class_grad_runner(op, False))
+    args = (op, "take_class_grad", take_class_grad_par, take_class_grad_ser)
+    return LibraryImpl(
+        _class_scatter_runner(*args, None, False), dispatchers, True, _class_scatter_runner(*args, False, False)
+    )
 
 
 # ====================================================================================================
@@ -914,53 +936,25 @@ def xent_grad_ser(
         _xent_grad_row(g2, idx2, x3, out3, has_ignore, ignore, o)
 
 
-def _xent_runner(op: SoftmaxCrossEntropy, parallel: bool | None = None) -> Callable[..., None]:
-    has_ignore, ignore = _ignore_args(op.ignore_index)
-
-    def run(x: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:
-        _check_idx_shape(x.shape, idx.shape, op.axis, "cross_entropy")
-        o, n, k = _class_dims(x.shape, op.axis)
-        _check_indices(idx, n, "label", "classes", op.ignore_index)
-        if out.size == 0:
-            return
-        if n == 0:  # every label is ignore_index (else the range check failed)
-            out.fill(0)
-            return
-        par = parallel if parallel is not None else (x.size >= PARALLEL_MIN_SIZE and _threads() > 1)
-        fn = xent_par if par else xent_ser
-        fn(_c(x).reshape(o, n, k), _c(idx).reshape(o, k), out.reshape(o, k), has_ignore, ignore)
-
-    return run
-
-
 @register(SoftmaxCrossEntropy)
 def _xent(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_xent_runner(op), [xent_par, xent_ser], True, _xent_runner(op, False))
-
-
-def _xent_grad_runner(op: SoftmaxCrossEntropyGrad, parallel: bool | None = None) -> Callable[..., None]:
-    has_ignore, ignore = _ignore_args(op.ignore_index)
-
-    def run(g: np.ndarray, idx: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
-        _check_idx_shape(x.shape, idx.shape, op.axis, "cross_entropy")
-        o, n, k = _class_dims(x.shape, op.axis)
-        _check_indices(idx, n, "label", "classes", op.ignore_index)
-        if n == 0 or idx.size == 0:
-            out.fill(0)
-            return
-        g = _c(np.broadcast_to(g, idx.shape))
-        par = parallel if parallel is not None else (x.size >= PARALLEL_MIN_SIZE and _threads() > 1)
-        fn = xent_grad_par if par else xent_grad_ser
-        fn(g.reshape(o, k), _c(idx).reshape(o, k), _c(x).reshape(o, n, k), out.reshape(o, n, k), has_ignore, ignore)
-
-    return run
+    args = (op, "cross_entropy", xent_par, xent_ser)
+    return LibraryImpl(
+        _class_gather_runner(*args, None), [xent_par, xent_ser], True, _class_gather_runner(*args, False)
+    )
 
 
 @register(SoftmaxCrossEntropyGrad)
 def _xent_grad(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_xent_grad_runner(op), [xent_grad_par, xent_grad_ser], True, _xent_grad_runner(op, False))
+    args = (op, "cross_entropy", xent_grad_par, xent_grad_ser)
+    return LibraryImpl(
+        _class_scatter_runner(*args, None, True),
+        [xent_grad_par, xent_grad_ser],
+        True,
+        _class_scatter_runner(*args, False, True),
+    )
 
 
 # ====================================================================================================
