@@ -100,11 +100,28 @@ def _small_warmup_by_default():
     symdl.function.compile = compile_small
 
 
+def _cuda_simulator_without_gpu():
+    """``--target=cuda``: switch numba.cuda to Numba's CUDA simulator (before it is first imported) unless a CUDA
+    driver is present or ``SYMDL_TEST_CUDA=device`` asks for the real GPU; the simulator runs every CUDA thread as a
+    Python thread, so a short GIL switch interval makes its barriers much faster."""
+    import ctypes.util
+    import sys
+
+    if "numba.cuda" not in sys.modules and os.environ.get("SYMDL_TEST_CUDA") != "device":
+        if ctypes.util.find_library("cuda") is None:
+            import numba
+
+            numba.core.config.ENABLE_CUDASIM = 1  # read when numba.cuda is first imported
+    sys.setswitchinterval(1e-4)
+
+
 def pytest_configure(config):
     _small_warmup_by_default()
     target = config.getoption("--target")
     if target == "reference":
         return
+    if target == "cuda":
+        _cuda_simulator_without_gpu()
     original = symdl.function.compile
 
     def validating_compile(inputs, outputs, updates=None, target_arg=None, **kw):

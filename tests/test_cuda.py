@@ -396,7 +396,10 @@ def test_check_numerics_names_the_kernel():
 # ----------------------------------------------------------------------------------------------------
 
 
-def test_unsupported_op_is_a_compile_error_not_a_fallback():
+def test_unsupported_op_is_a_compile_error_not_a_fallback(monkeypatch):
+    from compiler.codegen.cuda import library
+
+    monkeypatch.delitem(library.LIBRARY, sd.ops.pool.MaxPool)  # every op of the core has a kernel now
     x = sd.placeholder((None, 1, 4, 4), name="x")
     with pytest.raises(
         sd.GraphError, match=r"(?s)op max_pool \(MaxPool, .*\) is not yet supported on the cuda target.*test_cuda"
@@ -432,3 +435,262 @@ def test_logsumexp_and_nll_loss_with_gradient(rng):
     _close(got, _ref([x, y], [lse, loss, gx])(xv, yv), rtol=1e-5, atol=1e-6)
     m = xv.max(axis=(0, 2))
     np.testing.assert_allclose(got[0], np.log(np.exp(xv - m[:, None]).sum(axis=(0, 2))) + m, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Second slice: pooling, concat, pad, dropout, probability check, one_hot, fill_like; LeNet-5
+# ----------------------------------------------------------------------------------------------------
+
+
+def _max_pool_numpy(xv, k, s, p):
+    """Window maxima and flat argmax (first maximum, -inf padding) of (N, C, H, W) by plain loops."""
+    n, c, h, w = xv.shape
+    oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    vals = np.empty((n, c, oh, ow), xv.dtype)
+    idx = np.empty((n, c, oh, ow), np.int64)
+    for i in range(n):
+        for j in range(c):
+            for oy in range(oh):
+                for ox in range(ow):
+                    best, bi = -np.inf, None
+                    for a in range(k):
+                        for b in range(k):
+                            iy, ix = oy * s - p + a, ox * s - p + b
+                            if 0 <= iy < h and 0 <= ix < w and (bi is None or xv[i, j, iy, ix] > best):
+                                best, bi = xv[i, j, iy, ix], iy * w + ix
+                    vals[i, j, oy, ox], idx[i, j, oy, ox] = best, bi
+    return vals, idx
+
+
+def test_max_pool_values_indices_and_gradients(rng):
+    x = sd.placeholder((None, 2, 5, 6), name="x")
+    m1 = sd.max_pool2d(x, 2)
+    m2, i2 = sd.max_pool2d(x, 3, stride=2, padding=1, return_indices=True)
+    m3 = sd.max_pool1d(x.reshape((-1, 5, 6)), 2, stride=1, dilation=2)
+    loss = (m1 * m1).sum() + (m2 * 3.0).sum() + m3.sum()
+    (gx,) = sd.grad(loss, [x])
+    (gg,) = sd.grad((gx * gx).sum(), [x])  # max_pool_grad's own gradient: MaxPoolGather
+    outs = [m1, m2, i2, m3, gx, gg]
+    xv = _f32(rng, 2, 2, 5, 6)
+    xv[0, 0, 0, :2] = 7.0  # a tie: the first maximum (row-major) wins
+    got = _cuda([x], outs)(xv)
+    _close(got, _ref([x], outs)(xv), rtol=0, atol=0)  # the same window order and sums: bit-identical
+    want2, wanti = _max_pool_numpy(xv, 3, 2, 1)
+    np.testing.assert_array_equal(got[1], want2)
+    np.testing.assert_array_equal(got[2], wanti)
+    # gradient of sum(m2 * 3): 3 at each window's argmax, summed where windows overlap
+    g2 = np.zeros(xv.size // 2 // 2 * 4, np.float32).reshape(2, 2, 30)
+    np.add.at(g2, (np.arange(2)[:, None, None], np.arange(2)[None, :, None], wanti.reshape(2, 2, -1)), 3.0)
+    m1v = _max_pool_numpy(xv, 2, 2, 0)
+    g1 = np.zeros((2, 2, 30), np.float32)
+    np.add.at(
+        g1,
+        (np.arange(2)[:, None, None], np.arange(2)[None, :, None], m1v[1].reshape(2, 2, -1)),
+        2 * m1v[0].reshape(2, 2, -1),
+    )
+    want_gx = np.asarray(_ref([x], [sd.grad(m3.sum(), [x])[0]])(xv)[0]) + (g1 + g2).reshape(xv.shape)
+    np.testing.assert_allclose(got[4], want_gx, rtol=1e-6)
+
+
+def test_max_pool_nan_propagates_and_grad_is_deterministic(rng):
+    x = sd.placeholder((1, 1, 4, 4), name="x")
+    y = sd.max_pool2d(x, 2, stride=1)
+    (gx,) = sd.grad(y.sum(), [x])
+    xv = _f32(rng, 1, 1, 4, 4)
+    xv[0, 0, 1, 2] = np.nan
+    f = _cuda([x], [y, gx])
+    first = f(xv)
+    _close(first, _ref([x], [y, gx])(xv), rtol=0, atol=0)
+    assert np.isnan(first[0][0, 0, :2, 1:]).all() and not np.isnan(first[0][0, 0, 2:, 0]).any()
+    again = f(xv)
+    np.testing.assert_array_equal(again[1], first[1])
+
+
+@pytest.mark.parametrize("include_pad,override", [(True, None), (False, None), (False, 3)])
+def test_avg_pool_and_gradient(rng, include_pad, override):
+    x = sd.placeholder((None, 2, 5, 5), name="x")
+    y = sd.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=include_pad, divisor_override=override)
+    g = sd.placeholder((None, 2, 3, 3), name="g")
+    (gx,) = sd.grad((y * g).sum(), [x])
+    xv, gv = _f32(rng, 2, 2, 5, 5), _f32(rng, 2, 2, 3, 3)
+    got = _cuda([x, g], [y, gx])(xv, gv)
+    _close(got, _ref([x, g], [y, gx])(xv, gv), rtol=1e-6, atol=1e-7)
+    # independent formula: zero-padded window sums over the divisor
+    pad = np.pad(xv.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ones = np.pad(np.ones((5, 5)), 1)
+    want = np.empty((2, 2, 3, 3))
+    for oy in range(3):
+        for ox in range(3):
+            win = pad[:, :, 2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3].sum(axis=(2, 3))
+            div = override or (9 if include_pad else ones[2 * oy : 2 * oy + 3, 2 * ox : 2 * ox + 3].sum())
+            want[:, :, oy, ox] = win / div
+    np.testing.assert_allclose(got[0], want, rtol=1e-6, atol=1e-7)
+
+
+def test_avg_pool1d_gradient_matches_finite_differences(rng):
+    x = sd.placeholder((1, 2, 7), "float64", name="x")
+    y = sd.avg_pool1d(x, 3, stride=2, padding=1)
+    loss = (y * y).sum()
+    (gx,) = sd.grad(loss, [x])
+    f = _cuda([x], [loss, gx])
+    xv = rng.standard_normal((1, 2, 7))
+    gv = f(xv)[1]
+    eps, num = 1e-6, np.zeros_like(xv)
+    for i in np.ndindex(xv.shape):
+        d = np.zeros_like(xv)
+        d[i] = eps
+        num[i] = (f(xv + d)[0] - f(xv - d)[0]) / (2 * eps)
+    np.testing.assert_allclose(gv, num, rtol=1e-6, atol=1e-8)
+
+
+def test_concat_pad_and_their_gradients(rng):
+    a = sd.placeholder((None, 2, 3), name="a")
+    b = sd.placeholder((None, 1, 3), name="b")
+    c = sd.concat([a, b, a], axis=1)
+    p = sd.pad(c, (1, 2, 0, 1), value=-1.5)
+    w = sd.placeholder((None, 6, 6), name="w")
+    ga, gb = sd.grad((p * w).sum(), [a, b])
+    outs = [c, p, ga, gb]
+    av, bv, wv = _f32(rng, 2, 2, 3), _f32(rng, 2, 1, 3), _f32(rng, 2, 6, 6)
+    got = _cuda([a, b, w], outs)(av, bv, wv)
+    _close(got, _ref([a, b, w], outs)(av, bv, wv), rtol=0, atol=0)
+    cv = np.concatenate([av, bv, av], axis=1)
+    np.testing.assert_array_equal(got[0], cv)
+    np.testing.assert_array_equal(got[1], np.pad(cv, ((0, 0), (0, 1), (1, 2)), constant_values=np.float32(-1.5)))
+    inner = wv[:, :5, 1:4]
+    np.testing.assert_allclose(got[2], inner[:, :2] + inner[:, 3:], rtol=1e-6)
+    np.testing.assert_array_equal(got[3], inner[:, 2:3])
+
+
+def test_dropout_mask_is_bit_identical_to_the_cpu_formula():
+    from symdl.ops import random as rnd
+
+    sd.manual_seed(1234)
+    x = sd.placeholder((None, 3, 7), name="x")
+    y = sd.dropout(x, 0.3, training=True)
+    z = sd.dropout(x, 0.5, training=True)  # a second stream of the same generator
+    (gx,) = sd.grad((y * z).sum(), [x])
+    gen = rnd.default_generator()
+    start = gen.get_state()
+    xv = np.ones((4, 3, 7), np.float32)
+    f = _cuda([x], [y, z, gx], mode="train")
+    first = f(xv)
+    second = f(xv)  # the counter advanced: new masks
+    gen.set_state(start)
+    want1 = _ref([x], [y, z, gx], mode="train")(xv)
+    want2 = _ref([x], [y, z, gx], mode="train")(xv)
+    _close(first, want1, rtol=0, atol=0)
+    _close(second, want2, rtol=0, atol=0)
+    assert not np.array_equal(first[0], second[0])
+    seed, counter = (int(v) for v in start)
+    mask = rnd.dropout_mask_array((4, 3, 7), np.array([seed, counter], np.uint64), 0.3, 0, "float32")
+    np.testing.assert_array_equal(first[0], mask)  # stream 0, the first call's counter
+    assert 0.1 < (first[0] == 0).mean() < 0.5 and (first[0][first[0] != 0] == np.float32(1) / np.float32(0.7)).all()
+
+
+def test_dropout_mask_hash_matches_numpy_for_large_indices():
+    """The 32-bit-halves product wraps exactly: compare the device hash with NumPy's uint64 one at big indices."""
+    import numba.cuda as cuda
+
+    from compiler.codegen.cuda.library_more import more_module
+    from symdl.ops import random as rnd
+
+    mod = more_module()
+    state = np.array([2**64 - 3, 2**63 + 5], np.uint64)
+    n = 70
+    out = cuda.device_array(n, np.float64)
+    threshold = np.uint64(rnd.keep_threshold(0.5))
+    mod.dropout_mask[2, 16](cuda.to_device(state), np.uint64(2**64 - 1), threshold, 2.0, 0.0, out, n)
+    want = rnd.dropout_mask_array((n,), state, 0.5, 2**64 - 1, "float64")
+    np.testing.assert_array_equal(out.copy_to_host(), want)
+
+
+def test_binary_cross_entropy_checks_probabilities_like_the_cpu(rng):
+    p = sd.placeholder((None, 3), name="p")
+    t = sd.placeholder((None, 3), name="t")
+    loss = sd.binary_cross_entropy(p, t)
+    (gp,) = sd.grad(loss, [p])
+    f = _cuda([p, t], [loss, gp])
+    pv = rng.uniform(0.05, 0.95, (4, 3)).astype(np.float32)
+    tv = rng.uniform(0, 1, (4, 3)).astype(np.float32)
+    _close(f(pv, tv), _ref([p, t], [loss, gp])(pv, tv), rtol=1e-5, atol=1e-6)
+    bad = pv.copy()
+    bad[2, 1], bad[3, 0] = 1.5, np.nan
+    with pytest.raises(
+        sd.errors.OpRuntimeError,
+        match=r"binary_cross_entropy: all elements of the input must be probabilities in \[0, 1\]; found 1\.5 at "
+        r"position \[2, 1\] \(2 of 12 entries are outside\)",
+    ):
+        f(bad, tv)
+
+
+def test_one_hot_fill_like_and_label_range(rng):
+    y = sd.placeholder((None, 2), "int64", name="y")
+    oh = sd.one_hot(y, 4)
+    z = sd.zeros_like(oh.astype("float32")) + 2.0
+    f = _cuda([y], [oh, z])
+    yv = np.array([[0, 3], [2, 2], [1, 0]])
+    got = f(yv)
+    np.testing.assert_array_equal(got[0], np.eye(4, dtype=np.int64)[yv])
+    _close(got, _ref([y], [oh, z])(yv))
+    with pytest.raises(sd.errors.OpRuntimeError, match=r"label 4 .*4 classes|out of range"):
+        f(np.array([[0, 4]]))
+    with pytest.raises(sd.GraphError, match=r"one_hot\(num_classes=-1\).*pass num_classes explicitly"):
+        _cuda([y], [sd.one_hot(y)])
+
+
+def _count_launches(monkeypatch):
+    """Count device kernel launches (``kernel[grid, block](...)`` of non-device functions) under the simulator."""
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    count = [0]
+    original = sim_kernel.FakeCUDAKernel.__call__
+
+    def counting(self, *args):
+        count[0] += not self._device
+        return original(self, *args)
+
+    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counting)
+    return count
+
+
+def _lenet_like(target, seed=3):
+    """The LeNet-5 step of benchmarks/common.py (conv5-pad2, relu, pool, conv5, relu, pool, three linear layers,
+    cross-entropy, SGD momentum 0.9) on a 12x12 input so that the simulator stays fast."""
+    from benchmarks.common import kaiming_uniform, sgd_momentum_updates
+
+    rng = np.random.default_rng(seed)
+    x = sd.placeholder((None, 1, 12, 12), name="x")
+    y = sd.placeholder((None,), "int64", name="y")
+    params = [
+        sd.parameter(kaiming_uniform(rng, (6, 1, 5, 5), 25), name="c1.w"),
+        sd.parameter(kaiming_uniform(rng, (6,), 25), name="c1.b"),
+        sd.parameter(kaiming_uniform(rng, (16, 6, 5, 5), 150), name="c2.w"),
+        sd.parameter(kaiming_uniform(rng, (16,), 150), name="c2.b"),
+    ]
+    for i, (a, b) in enumerate([(16, 12), (12, 8), (8, 10)]):
+        params += [sd.parameter(kaiming_uniform(rng, (a, b), a), name=f"fc{i}.w")]
+        params += [sd.parameter(kaiming_uniform(rng, (b,), a), name=f"fc{i}.b")]
+    h = sd.max_pool2d(sd.relu(sd.conv2d(x, params[0], params[1], padding=2)), 2)
+    h = sd.flatten(sd.max_pool2d(sd.relu(sd.conv2d(h, params[2], params[3])), 2), 1)
+    h = sd.relu(h @ params[4] + params[5])
+    h = sd.relu(h @ params[6] + params[7])
+    loss = sd.cross_entropy(h @ params[8] + params[9], y)
+    updates = sgd_momentum_updates(params, sd.grad(loss, params), 0.01, 0.9)
+    f = sd.compile([x, y], [loss], updates=updates, target=target, warmup=False)
+    return f, params, [rng.normal(size=(2, 1, 12, 12)).astype(np.float32), rng.integers(0, 10, 2)]
+
+
+def test_lenet5_sgd_momentum_steps_match_reference(monkeypatch):
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    f_ref, ref_params, data = _lenet_like("reference")
+    want = [f_ref(*data)[0] for _ in range(2)]
+    f, params, data = _lenet_like("cuda")
+    got = [f(*data)[0]]
+    launches = _count_launches(monkeypatch) if cuda_device.is_simulator() else [0]
+    got.append(f(*data)[0])
+    print(f"LeNet-5 cuda step: {len(f.plan.steps)} plan kernels, {launches[0]} device launches")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    for p, w in zip(params, ref_params):
+        np.testing.assert_allclose(p.value, w.value, rtol=1e-4, atol=1e-5, err_msg=p.name)
+    assert launches[0] >= len(f.plan.steps) - sum(s.kind == "view" for s in f.plan.steps) or not launches[0]

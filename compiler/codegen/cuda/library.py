@@ -150,7 +150,7 @@ def row_lse(x, base, nr, kd, zero):
     total = 0.0
     for r in range(nr):
         total += math.exp(x[base + r * kd] - m)
-    return math.log(total) + m
+    return math.log(total) + F64(m)  # float64 (the simulator's NumPy rules would round a float32 m's sum to float32)
 
 
 @cuda.jit
@@ -1042,3 +1042,10 @@ def _dim_size(kernel: Kernel) -> CudaCompiledKernel:
         fill(out, op.perform(dummy).item())  # BatchCount.perform raises for a single value per channel
 
     return _kernel(kernel, run, [lib.fill])
+
+
+def _load_more() -> None:
+    from compiler.codegen.cuda import library_more  # noqa: F401 - registration side effects (pooling, dropout...)
+
+
+_load_more()
