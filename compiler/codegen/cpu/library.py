@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from compiler.codegen.registry import OpRegistry
 from symdl.graph import Tensor
 
 
@@ -28,24 +29,10 @@ class LibraryImpl:
 
 
 Factory = Callable[[Tensor], LibraryImpl]
-LIBRARY: dict[type, Factory] = {}
-
-
-def register(*op_classes: type) -> Callable[[Factory], Factory]:
-    def deco(factory: Factory) -> Factory:
-        for cls in op_classes:
-            LIBRARY[cls] = factory
-        return factory
-
-    return deco
-
-
-def lookup(node: Tensor) -> Factory | None:
-    """The factory for the node's op (exact class first, then base classes)."""
-    for cls in type(node.op).__mro__:
-        if cls in LIBRARY:
-            return LIBRARY[cls]
-    return None
+_REGISTRY: OpRegistry[Factory] = OpRegistry()
+LIBRARY = _REGISTRY.table
+register = _REGISTRY.register
+lookup = _REGISTRY.lookup
 
 
 def _load_implementations() -> None:

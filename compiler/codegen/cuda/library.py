@@ -31,6 +31,7 @@ from compiler.codegen.cuda.device import (
 )
 from compiler.codegen.cuda.elementwise import module_header
 from compiler.codegen.cuda.reduction import build_reduction, reduction_axes
+from compiler.codegen.registry import OpRegistry
 from compiler.kernels import Kernel
 from symdl.errors import OpRuntimeError
 from symdl.graph import Tensor
@@ -49,26 +50,10 @@ from symdl.ops.reduce import Argmax, DimSize, MatMul, Max, Min, Sum
 from symdl.ops.shape import BroadcastLike, BroadcastTo, Slice, SliceGrad, Transpose, Unbroadcast
 
 Factory = Callable[[Kernel], CudaCompiledKernel]
-LIBRARY: dict[type, Factory] = {}
-
-
-def register(*op_classes: type) -> Callable[[Factory], Factory]:
-    """Register ``factory(kernel) -> CudaCompiledKernel`` for the op classes (an ``"op"`` kernel's anchor)."""
-
-    def deco(factory: Factory) -> Factory:
-        for cls in op_classes:
-            LIBRARY[cls] = factory
-        return factory
-
-    return deco
-
-
-def lookup(node: Tensor) -> Factory | None:
-    """The factory for ``node``'s op (exact class first, then base classes), or None."""
-    for cls in type(node.op).__mro__:
-        if cls in LIBRARY:
-            return LIBRARY[cls]
-    return None
+_REGISTRY: OpRegistry[Factory] = OpRegistry()  # factory(kernel) -> CudaCompiledKernel, by the anchor's op class
+LIBRARY = _REGISTRY.table
+register = _REGISTRY.register
+lookup = _REGISTRY.lookup
 
 
 def unsupported_reason(node: Tensor) -> str | None:
