@@ -25,7 +25,6 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from compiler.codegen.cpu.library_linalg import blas_single_threaded
 from compiler.memory import DEFAULT_INPLACE_KINDS, MemoryPlan, check_plan, fmt_bytes, plan_memory, poison
 from runtime.plan import ROLES, Plan, PlanStep
 from runtime.reference import validate_inputs
@@ -373,10 +372,7 @@ class CpuFunction:
         inst.feed(vals)
         outs = inst.new_outputs()
         if self.check_numerics or self.debug:
-            try:
-                self._run_checked(inst)
-            finally:
-                blas_single_threaded(False)
+            self._run_checked(inst)
         else:
             bound = inst.bound
             args: tuple = ()
@@ -384,9 +380,7 @@ class CpuFunction:
                 for run, args in bound:
                     run(*args)
             except Exception as e:
-                blas_single_threaded(False)
                 self._kernel_error(inst, args, e)
-        blas_single_threaded(False)  # kernels may have switched BLAS to one thread: code outside sees no change
         for k, src in inst.copied_outputs:
             outs[k] = np.array(inst.outputs[k] if src is None else outs[src], copy=True)
         inst.apply_updates()
@@ -407,7 +401,6 @@ class CpuFunction:
             for run, args in inst.bound:
                 run(*args)
         finally:
-            blas_single_threaded(False)
             for p, value in saved:
                 np.copyto(p._value, value)
 
@@ -520,7 +513,6 @@ class CpuFunction:
             launches = len(inst.bound)
         kernels = [t for t in timings if t.calls]
         roles = {r: sum(t.total_s for t in kernels if t.role == r) for r in ROLES}
-        blas_single_threaded(False)
         return Profile(kernels, repeat, call_s, launches, roles)
 
     def memory_report(self) -> MemoryReport:

@@ -503,32 +503,3 @@ def test_update_shape_mismatch_at_run_time_matches_reference():
     assert str(e_cpu.value) == str(e_ref.value)
     cpu(np.ones(2, "float32"))
     np.testing.assert_array_equal(W.value, [2, 2])
-
-
-def test_small_gemms_run_on_one_blas_thread_and_the_setting_is_restored():
-    """Small GEMMs switch the BLAS behind np.dot to one thread inside a call; the previous thread count is back
-    when the call returns (code outside symdl never sees the change)."""
-    from compiler.codegen.cpu import library_linalg as L
-
-    x = sd.placeholder((None, 8), name="x")
-    w = sd.parameter(np.ones((8, 4), np.float32), name="w")
-    f = sd.compile([x], [x @ w], target="cpu")
-    L.blas_single_threaded(False)
-    controls = L._BLAS_CONTROLS or L._openblas_thread_controls()
-    before = [get() for get, _ in controls]
-    seen = []
-    original = L._matmul2d
-
-    class Spy:
-        def __call__(self, *args):
-            seen.append([get() for get, _ in controls])
-            return original(*args)
-
-    L._matmul2d = Spy()
-    try:
-        out = f(np.ones((3, 8), np.float32))[0]
-    finally:
-        L._matmul2d = original
-    np.testing.assert_array_equal(out, np.full((3, 4), 8, np.float32))
-    assert seen and all(n == 1 for n in seen[0])
-    assert [get() for get, _ in controls] == before

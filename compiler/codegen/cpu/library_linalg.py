@@ -120,7 +120,6 @@ def matmul_factory(node: Tensor) -> LibraryImpl:
         def run2d(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
             # BLAS takes C- or F-contiguous operands as they are: a transposed operand (an F-contiguous view
             # made by a transpose view kernel) costs no copy
-            blas_single_threaded(a.shape[0] * a.shape[1] * b.shape[1] < SMALL_GEMM_MACS)
             _matmul2d(_cf(a), _cf(b), out)
 
         return LibraryImpl(run2d, [_matmul2d])
@@ -128,7 +127,6 @@ def matmul_factory(node: Tensor) -> LibraryImpl:
 
         def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
             rows = math.prod(a.shape[:-1])
-            blas_single_threaded(rows * a.shape[-1] * b.shape[1] < SMALL_GEMM_MACS)
             _matmul2d(_c(a).reshape(rows, a.shape[-1]), _c(b), out.reshape(rows, out.shape[-1]))
 
         return LibraryImpl(run, [_matmul2d])
@@ -141,7 +139,6 @@ def matmul_factory(node: Tensor) -> LibraryImpl:
         m = maps.get(key)
         if m is None:
             m = maps[key] = _batch_maps(ab, bb)
-        blas_single_threaded(True)  # one GEMM per batch element: each is small
         a3 = _c(a).reshape(math.prod(ab), *a.shape[-2:])
         b3 = _c(b).reshape(math.prod(bb), *b.shape[-2:])
         _matmul_batched(a3, b3, out.reshape(len(m[0]), *out.shape[-2:]), m[0], m[1])
@@ -555,39 +552,23 @@ def _openblas_thread_controls() -> list[tuple[Callable[[], int], Callable[[int],
 
 
 _BLAS_CONTROLS: list | None = None
-_BLAS_SAVED: list[int] | None = None  # thread counts before symdl switched BLAS to one thread; None: not switched
-
-#: GEMMs with fewer multiply-adds than this run on one BLAS thread. On 2 cores, BLAS's own threads spin after a
-#: GEMM and collide with Numba's parallel loops (and with any other busy process): LeNet-5's step went from 8.7 to
-#: 5.2 ms with one BLAS thread, while the big MLP's 33-51M-MAC GEMMs need both threads (3.5 vs 6.2 ms).
-SMALL_GEMM_MACS = 1 << 23
-
-
-def blas_single_threaded(single: bool) -> None:
-    """Switch the BLAS behind Numba's ``np.dot`` to one thread (``single``) or back to its previous thread
-    count. The state is cached, so repeated calls with the same value cost nothing; the CPU runtime switches
-    back after every call of a compiled function, so code outside symdl never sees the change."""
-    global _BLAS_CONTROLS, _BLAS_SAVED
-    if single == (_BLAS_SAVED is not None):
-        return
-    if _BLAS_CONTROLS is None:
-        _BLAS_CONTROLS = _openblas_thread_controls()
-    if single:
-        _BLAS_SAVED = [get() for get, _ in _BLAS_CONTROLS]
-        for _, set_ in _BLAS_CONTROLS:
-            set_(1)
-    else:
-        for (_, set_), n in zip(_BLAS_CONTROLS, _BLAS_SAVED or []):
-            set_(n)
-        _BLAS_SAVED = None
 
 
 def _run_blas_single_threaded(kernel: Callable[..., None], *args: object) -> None:
     """``kernel(*args)`` with OpenBLAS limited to one thread: the parallel conv kernels call BLAS inside their
     ``prange`` loops, where BLAS's own threads would oversubscribe the cores (forward 16→32 3x3 on 32x32, batch
     64, 2 busy cores: best 85 ms, median 930 ms with them; 11 ms without)."""
-    blas_single_threaded(True)
-    kernel(*args)
+    global _BLAS_CONTROLS
+    if _BLAS_CONTROLS is None:
+        _BLAS_CONTROLS = _openblas_thread_controls()
+    saved = [get() for get, _ in _BLAS_CONTROLS]
+    for _, set_ in _BLAS_CONTROLS:
+        set_(1)
+    try:
+        kernel(*args)
+    finally:
+        for (_, set_), n in zip(_BLAS_CONTROLS, saved):
+            set_(n)
 
 
 #: ``(op class) → (rows, P)`` of the per-chunk im2col matrix in the workspace the im2col kernels take as their
@@ -627,8 +608,10 @@ def _wrap_conv(
             if scratch[0].size < size or scratch[0].dtype != a.dtype:
                 scratch[0] = np.empty(size, a.dtype)
             args += (scratch[0][:size].reshape(shape),)
-        blas_single_threaded(True)  # per-sample GEMMs are small; parallel ones run inside prange loops
-        kernel(*args)
+        if parallel:
+            _run_blas_single_threaded(kernel, *args)
+        else:
+            kernel(*args)
 
     return run
 
