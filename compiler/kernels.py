@@ -95,3 +95,45 @@ class CompiledKernel:
     @property
     def name(self) -> str:
         return self.kernel.name
+
+
+@dataclass(eq=False)
+class EpilogueSplit:
+    """An ``"epilogue"`` kernel taken apart for an emitter: the anchor (run by its library kernel into the first
+    output array), the loop kernel over the group (``"reduction"`` when the group ends in a fused sum, else
+    ``"elementwise"``; its first input is the anchor's value), and the positions in the epilogue's
+    ``(*inputs, *outputs)`` argument list that each part takes. Target-independent: every emitter uses it."""
+
+    anchor: Tensor
+    loop: Kernel
+    anchor_args: tuple[int, ...]
+    loop_args: tuple[int, ...]
+
+    def chain(self, anchor_run: Callable[..., object], loop_run: Callable[..., object]) -> Callable[..., None]:
+        """``run(*inputs, *outputs)``: the anchor's kernel, then the loop's, each on its own arguments."""
+        anchor_args, loop_args = self.anchor_args, self.loop_args
+
+        def run(*args: object) -> None:
+            anchor_run(*[args[k] for k in anchor_args])
+            loop_run(*[args[k] for k in loop_args])
+
+        return run
+
+
+def split_epilogue(kernel: Kernel, reduction_ops: tuple[type, ...]) -> EpilogueSplit:
+    """Split an ``"epilogue"`` kernel (see :class:`EpilogueSplit`); ``reduction_ops``: the op classes fusion sums
+    with (``compiler.fusion.REDUCTION_OPS``)."""
+    anchor = kernel.anchor
+    group = kernel.nodes[1:]
+    read = {i.id for n in group for i in n.inputs}
+    others = [t for t in kernel.inputs if t.id in read and t.id != anchor.id]
+    summed = (
+        isinstance(group[-1].op, reduction_ops) and len(group) > 1 and any(n is group[-1].inputs[0] for n in group[:-1])
+    )
+    loop = Kernel("reduction" if summed else "elementwise", group, [anchor] + others, list(kernel.outputs))
+    loop.index = kernel.index
+    nin = len(kernel.inputs)
+    position = {t.id: k for k, t in enumerate(kernel.inputs)}
+    anchor_args = tuple(position[t.id] for t in anchor.inputs) + (nin,)  # ..., out0 (the anchor's buffer)
+    loop_args = (nin,) + tuple(position[t.id] for t in others) + tuple(range(nin, nin + len(kernel.outputs)))
+    return EpilogueSplit(anchor, loop, anchor_args, loop_args)

@@ -23,11 +23,10 @@ import numpy as np
 from compiler.codegen.cpu import library
 from compiler.codegen.cpu.elementwise import build_elementwise
 from compiler.codegen.cpu.reduction import build_reduction
-from compiler.kernels import CompiledKernel, Kernel
+from compiler.kernels import CompiledKernel, Kernel, split_epilogue
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
-from symdl.ops.reduce import Sum
-from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose, Unbroadcast
+from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
 __all__ = ["build_kernel", "build_elementwise"]
 
@@ -67,43 +66,19 @@ def library_impl(node: Tensor) -> library.LibraryImpl:
 
 
 def _build_epilogue(kernel: Kernel) -> CompiledKernel:
-    anchor = kernel.anchor
-    impl = library_impl(anchor)
-    group = kernel.nodes[1:]
-    read = {i.id for n in group for i in n.inputs}
-    others = [t for t in kernel.inputs if t.id in read and t.id != anchor.id]
-    summed = (
-        isinstance(group[-1].op, (Sum, Unbroadcast))
-        and len(group) > 1
-        and any(n is group[-1].inputs[0] for n in group[:-1])
-    )
-    loop = Kernel("reduction" if summed else "elementwise", group, [anchor] + others, list(kernel.outputs))
-    loop.index = kernel.index
-    ew = build_reduction(loop) if summed else build_elementwise(loop)
-    nin = len(kernel.inputs)
-    position = {t.id: k for k, t in enumerate(kernel.inputs)}
-    anchor_args = tuple(position[t.id] for t in anchor.inputs) + (nin,)  # ..., out0
-    loop_args = (nin,) + tuple(position[t.id] for t in others) + tuple(range(nin, nin + len(kernel.outputs)))
-    run = _epilogue_run(impl.run, ew.run, anchor_args, loop_args)
-    serial = _epilogue_run(impl.serial or impl.run, ew.serial or ew.run, anchor_args, loop_args)
+    from compiler.fusion import REDUCTION_OPS
+
+    split = split_epilogue(kernel, REDUCTION_OPS)
+    impl = library_impl(split.anchor)
+    ew = build_reduction(split.loop) if split.loop.kind == "reduction" else build_elementwise(split.loop)
     return CompiledKernel(
         kernel,
-        run=run,
-        serial=serial,
+        run=split.chain(impl.run, ew.run),
+        serial=split.chain(impl.serial or impl.run, ew.serial or ew.run),
         source=ew.source,
         parallel=impl.parallel or ew.parallel,
         dispatchers=list(impl.dispatchers) + ew.dispatchers,
     )
-
-
-def _epilogue_run(
-    anchor_run: Callable[..., object], loop_run: Callable[..., object], anchor_args: tuple, loop_args: tuple
-) -> Callable[..., None]:
-    def run(*args: object) -> None:
-        anchor_run(*[args[k] for k in anchor_args])
-        loop_run(*[args[k] for k in loop_args])
-
-    return run
 
 
 # ----------------------------------------------------------------------------------------------------

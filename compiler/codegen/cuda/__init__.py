@@ -29,7 +29,7 @@ from compiler.codegen.cuda.device import (
     launch_config,
 )
 from compiler.codegen.scalar import DTYPE_NAMES, SCALAR_EXPR
-from compiler.kernels import Kernel
+from compiler.kernels import Kernel, split_epilogue
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
 from symdl.ops.conv import Conv
@@ -128,30 +128,15 @@ def _build_epilogue(kernel: Kernel) -> CudaCompiledKernel:
     from compiler.codegen.cuda.elementwise import build_elementwise
     from compiler.codegen.cuda.library import lookup
     from compiler.codegen.cuda.reduction import build_reduction
+    from compiler.fusion import REDUCTION_OPS
 
-    anchor = kernel.anchor
-    factory = lookup(anchor)
+    split = split_epilogue(kernel, REDUCTION_OPS)
+    factory = lookup(split.anchor)
     assert factory is not None
-    anchor_kernel = Kernel("op", [anchor], list(anchor.inputs), [anchor], kernel.index)
-    impl = factory(anchor_kernel)
-    group = kernel.nodes[1:]
-    read = {i.id for n in group for i in n.inputs}
-    others = [t for t in kernel.inputs if t.id in read and t.id != anchor.id]
-    summed = (
-        isinstance(group[-1].op, (Sum, Unbroadcast))
-        and len(group) > 1
-        and any(n is group[-1].inputs[0] for n in group[:-1])
-    )
-    loop = Kernel("reduction" if summed else "elementwise", group, [anchor] + others, list(kernel.outputs))
-    loop.index = kernel.index
-    ew = build_reduction(loop) if summed else build_elementwise(loop)
-    nin = len(kernel.inputs)
-    position = {t.id: k for k, t in enumerate(kernel.inputs)}
-    anchor_args = tuple(position[t.id] for t in anchor.inputs) + (nin,)  # ..., out0
-    loop_args = (nin,) + tuple(position[t.id] for t in others) + tuple(range(nin, nin + len(kernel.outputs)))
-    run = _epilogue_run(impl.run, ew.run, anchor_args, loop_args)
-    loop_warm = getattr(ew, "warm", None) or ew.run
-    warm = _epilogue_run(impl.warm or impl.run, loop_warm, anchor_args, loop_args)
+    impl = factory(Kernel("op", [split.anchor], list(split.anchor.inputs), [split.anchor], kernel.index))
+    ew = build_reduction(split.loop) if split.loop.kind == "reduction" else build_elementwise(split.loop)
+    run = split.chain(impl.run, ew.run)
+    warm = split.chain(impl.warm or impl.run, getattr(ew, "warm", None) or ew.run)
     scratch = dict(getattr(ew, "scratch", {}))
     ck = CudaCompiledKernel(
         kernel,
@@ -163,16 +148,6 @@ def _build_epilogue(kernel: Kernel) -> CudaCompiledKernel:
     )
     ck.scratch = getattr(ew, "scratch", scratch)
     return ck
-
-
-def _epilogue_run(
-    anchor_run: Callable[..., object], loop_run: Callable[..., object], anchor_args: tuple, loop_args: tuple
-) -> Callable[..., None]:
-    def run(*args: DeviceValue) -> None:
-        anchor_run(*[args[k] for k in anchor_args])
-        loop_run(*[args[k] for k in loop_args])
-
-    return run
 
 
 # ----------------------------------------------------------------------------------------------------
