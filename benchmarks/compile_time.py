@@ -2,8 +2,7 @@
 
     python benchmarks/compile_time.py
 
-Cold: empty symdl and Numba disk caches. Warm: a new process reusing the caches the cold run filled. A third
-run compiles cold with ``warmup="small"`` (only the serial variants a small warm-up batch needs). Prints
+Cold: empty symdl and Numba disk caches. Warm: a new process reusing the caches the cold run filled. Prints
 the per-phase split (graph passes, fusion, code generation, Numba JIT incl. loading from the disk cache)."""
 
 from __future__ import annotations
@@ -42,19 +41,12 @@ def main() -> None:
         env = dict(os.environ, SYMDL_CACHE_DIR=os.path.join(tmp, "symdl"), NUMBA_CACHE_DIR=os.path.join(tmp, "nb"))
         cold = run_child(env)
         warm = run_child(env)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, SYMDL_CACHE_DIR=os.path.join(tmp, "symdl"), NUMBA_CACHE_DIR=os.path.join(tmp, "nb"))
-        cold_small = run_child(env, "small")
     print(
         "| LeNet-5 train step compile | total (s) | graph building + grad + passes + fusion + codegen + JIT | "
         "Numba compiled / loaded |"
     )
     print("| --- | --- | --- | --- |")
-    rows = (
-        ("cold (empty caches)", cold),
-        ("warm (new process, disk cache)", warm),
-        ('cold, `warmup="small"` (parallel variants compile on first large call)', cold_small),
-    )
+    rows = (("cold (empty caches)", cold), ("warm (new process, disk cache)", warm))
     for name, r in rows:
         phases = ", ".join(f"{k} {v:.2f}" for k, v in r["phases"].items())
         print(f"| {name} | {r['total']:.2f} | {phases} | {r['compiled']} / {r['hits']} |")

@@ -4,7 +4,6 @@ Declare a static graph with placeholders and parameters, differentiate it symbol
 :func:`grad`, and :func:`compile` it into a callable.
 """
 
-from symdl._threads import THREADS_CONFIG as _THREADS_CONFIG  # first: before any OpenMP runtime loads
 from symdl.errors import GradientError, GraphError, NumericsError, OpRuntimeError, ShapeError, SymdlError
 from symdl.graph import Parameter, Tensor, constant, parameter, placeholder
 from symdl.ops import *  # noqa: F403
@@ -64,6 +63,8 @@ _LAZY = {
     "load_artifact": "runtime.artifact",
     "ArtifactError": "runtime.artifact",
     "ExportError": "runtime.artifact",
+    "get_num_threads": "compiler.codegen.cpu.parallel",  # the CPU kernels' threads
+    "set_num_threads": "compiler.codegen.cpu.parallel",
 }
 
 

@@ -133,10 +133,9 @@ def compile(  # noqa: A001 - the API name
     - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
       current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
     - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` (dims declared
-      ``None`` set to 2) and precompile the parallel twin of each, so that no Numba compilation happens at call
-      time, whatever the batch size. ``"small"``: only what the small warm-up runs (serial twins; a parallel
-      twin compiles on the first call large enough to need it; faster compiles for small workloads).
-      ``False``: compile lazily on first use.
+      ``None`` set to 2), so that no Numba compilation happens at call time, whatever the batch size (a CPU
+      kernel is one compiled function for serial and multi-threaded runs alike). ``False``: compile lazily on
+      first use. ``"small"`` is accepted as the same as ``True`` (it used to skip the parallel variants).
     """
     from compiler.program import build_program
 
@@ -167,7 +166,7 @@ def compile(  # noqa: A001 - the API name
 def _compile_cpu(
     program: Any, check_numerics: bool, warmup: bool | str, t_passes: float, fuse_reductions: bool = True
 ) -> Function:
-    from compiler.lower import compile_twins, dispatcher_stats, lower_cpu
+    from compiler.lower import dispatcher_stats, lower_cpu
     from runtime.cpu import CpuFunction
     from runtime.plan import build_plan
 
@@ -187,8 +186,6 @@ def _compile_cpu(
                 executor.warmup()
             except Exception as e:  # noqa: BLE001 - data-dependent ops may reject zeros; the first call compiles
                 report.notes.append(f"warm-up stopped early ({type(e).__name__}: {e}); the rest compiles on first call")
-            if warmup != "small":
-                report.notes.extend(compile_twins(lowered.compiled))
         report.timings["numba_jit"] = time.perf_counter() - t0
         after = dispatcher_stats(lowered.compiled)
         report.numba_compiled = after[1] - before[1]

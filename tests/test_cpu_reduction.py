@@ -93,8 +93,8 @@ def test_stored_member_and_sum_in_one_pass():
 
 
 def test_large_batch_after_compile_compiles_nothing():
-    """Warm-up runs small shapes (serial twins); compile() also precompiles each parallel twin, so a batch that
-    crosses the parallel thresholds compiles nothing at call time."""
+    """Warm-up runs small shapes (serial runs); the parallel runs call the same compiled functions, so a batch
+    that crosses the parallel thresholds compiles nothing at call time."""
     from compiler.lower import dispatcher_stats
 
     x = sd.placeholder((None, 64), name="x")
@@ -107,15 +107,17 @@ def test_large_batch_after_compile_compiles_nothing():
     np.testing.assert_allclose(out[2], (2 * np.tanh(xs)).sum(1), rtol=1e-5, atol=1e-5)
 
 
-def test_warmup_small_leaves_parallel_twins_for_later():
+def test_one_compiled_function_serves_serial_and_parallel_runs():
+    """Each kernel is one task-range function: the small warm-up compiles everything a large batch needs."""
     from compiler.lower import dispatcher_stats
 
     x = sd.placeholder((None, 48), name="x")
     y = (sd.sigmoid(x) * 3.0).sum(axis=1)
     f = sd.compile([x], [y], target="cpu", warmup="small")
-    before = sum(dispatcher_stats(f.lowered.compiled))
-    xs = np.random.default_rng(5).standard_normal((2048, 48)).astype(np.float32)
+    before = dispatcher_stats(f.lowered.compiled)
+    assert [getattr(d, "__name__", "") for d in f.lowered.compiled[0].dispatchers] == ["kernel_range", "combine"]
+    xs = np.random.default_rng(5).standard_normal((2048, 48)).astype(np.float32)  # 98304 elements: parallel
     np.testing.assert_allclose(f(xs)[0], (3 / (1 + np.exp(-xs))).sum(1), rtol=1e-5)
-    assert sum(dispatcher_stats(f.lowered.compiled)) > before  # the parallel twin was compiled (or loaded) only now
+    assert dispatcher_stats(f.lowered.compiled) == before
     with pytest.raises(ValueError, match="warmup"):
         sd.compile([x], [y], target="cpu", warmup="lazy")

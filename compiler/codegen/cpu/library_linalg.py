@@ -8,17 +8,22 @@ output sizes), only the op's props (stride, padding, dilation, groups, window) a
 So a new batch size or image size never recompiles; Numba specialises on dtype (float32/float64) only.
 
 - **matmul**: BLAS through ``np.dot(a, b, out)`` inside njit. A rank-2 right operand folds the left operand's
-  batch dims into its rows (one GEMM); otherwise one GEMM per broadcast batch element.
+  batch dims into its rows (one GEMM); otherwise one GEMM per broadcast batch element. A GEMM of at least
+  :data:`PARALLEL_MIN_MACS` multiply-adds is split into row blocks, one per thread (an F-contiguous left
+  operand, a transposed view, is first copied C-contiguous: a few percent of the GEMM); batched ones split
+  their batch.
 - **conv** (1-d is run as 2-d with a unit height): per sample, ``im2col`` into a cache-sized workspace + one GEMM
   per group (the forward GEMM writes the NCHW output block directly; a plain 1x1 convolution skips im2col), or
   a direct loop nest for thin grouped convolutions such as depthwise (:data:`CONV_ALGOS`,
-  :func:`default_conv_algo`). The batch is split into one sample range per thread; BLAS runs single-threaded
-  inside those ``prange`` loops (:func:`_run_blas_single_threaded`).
+  :func:`default_conv_algo`). The batch is split into one sample range per thread; BLAS itself runs
+  single-threaded (:mod:`compiler.codegen.cpu.blas`).
 - **pooling**: one loop nest per ``(n, c)`` plane; the max-pool family shares :func:`_window_argmax` (the first
   maximum in row-major window order, NaN wins, as ``np.argmax`` in the reference).
 
-Parallel kernels use ``prange`` only over disjoint output slices (batch samples, planes or output channels);
-each has a serial twin built from the same per-slice helper (``_par`` / ``_ser`` pairs) that tests compare.
+Parallel kernels split only disjoint output slices (batch samples, planes or output channels) across threads:
+each is one ``nogil`` function over a task range (``X_range(*args, t0, t1)``, compiled once), run by ``X_par``
+on the runtime's threads or by ``X_ser`` (the serial twin, which tests compare) in the caller
+(:mod:`compiler.codegen.cpu.parallel`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
+from compiler.codegen.cpu.blas import configure_blas
 from compiler.codegen.cpu.library import LibraryImpl, register
+from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
 from symdl.graph import Tensor
 from symdl.ops.conv import Conv, ConvGradInput, ConvGradWeight
 from symdl.ops.pool import AvgPool, AvgPoolGrad, MaxPool, MaxPoolGather, MaxPoolGrad, MaxPoolIndices
@@ -54,6 +60,11 @@ __all__ = [
     "avg_pool_grad_factory",
 ]
 
+
+configure_blas()  # one BLAS thread: the runtime's threads split the work (see compiler.codegen.cpu.blas)
+
+#: GEMMs with at least this many multiply-adds split their rows across the threads (~40 us single-threaded here)
+PARALLEL_MIN_MACS = 1 << 21
 
 #: Calls whose first input has fewer elements run the serial twin: waking the worker threads costs more than
 #: it saves (a tiny parallel max-pool measured ~200 us against ~3 us serial on a busy 2-core machine).
@@ -90,17 +101,50 @@ def _valid_range(off: int, step: int, size: int, nout: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _matmul2d(a, b, out):  # noqa: ANN001, ANN202
     """``out = a @ b`` for (m, k), (k, n) C- or F-contiguous and (m, n) C-contiguous: one BLAS GEMM."""
     np.dot(a, b, out)
 
 
-@njit(cache=True)
-def _matmul_batched(a, b, out, a_idx, b_idx):  # noqa: ANN001, ANN202
-    """``out[i] = a[a_idx[i]] @ b[b_idx[i]]`` over 3-d C-contiguous stacks (broadcast by the index maps)."""
-    for i in range(out.shape[0]):
+@njit(cache=True, nogil=True)
+def _matmul_rows_range(a, b, out, nt, t0, t1):  # noqa: ANN001, ANN202
+    """Row blocks ``t0 <= t < t1`` of ``nt`` of ``out = a @ b`` (``a`` C-contiguous): one GEMM each."""
+    m = a.shape[0]
+    for t in range(t0, t1):
+        r0, r1 = (t * m) // nt, ((t + 1) * m) // nt
+        if r1 > r0:
+            np.dot(a[r0:r1], b, out[r0:r1])
+
+
+@njit(cache=True, nogil=True)
+def _matmul_batched_range(a, b, out, a_idx, b_idx, t0, t1):  # noqa: ANN001, ANN202
+    """``out[i] = a[a_idx[i]] @ b[b_idx[i]]`` for ``t0 <= i < t1`` over 3-d C-contiguous stacks."""
+    for i in range(t0, t1):
         np.dot(a[a_idx[i]], b[b_idx[i]], out[i])
+
+
+def _gemm_2d(dispatchers: list[object]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
+    """``gemm(a, b, out)`` for 2-d operands (``a``, ``b`` C- or F-contiguous, ``out`` C-contiguous): one BLAS call,
+    or row blocks on the runtime's threads for GEMMs of at least :data:`PARALLEL_MIN_MACS`."""
+    scratch = [np.empty(0, np.float32)]
+    dispatchers += [_matmul2d, _matmul_rows_range]
+
+    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        m, k = a.shape
+        threads = get_num_threads()
+        if threads == 1 or m < 2 * threads or m * k * b.shape[1] < PARALLEL_MIN_MACS:
+            _matmul2d(a, b, out)
+            return
+        if not a.flags.c_contiguous:  # a transposed view: copy it row-major into a reused buffer
+            if scratch[0].size < a.size or scratch[0].dtype != a.dtype:
+                scratch[0] = np.empty(a.size, a.dtype)
+            c = scratch[0][: a.size].reshape(a.shape)
+            np.copyto(c, a)
+            a = c
+        parallel_for(_matmul_rows_range, (a, b, out, threads), threads)
+
+    return gemm
 
 
 def _batch_maps(a_batch: tuple[int, ...], b_batch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,21 +159,24 @@ def _batch_maps(a_batch: tuple[int, ...], b_batch: tuple[int, ...]) -> tuple[np.
 def matmul_factory(node: Tensor) -> LibraryImpl:
     """``a @ b`` with NumPy matmul semantics (rank >= 2, broadcast batch dims)."""
     a_t, b_t = node.inputs
+    dispatchers: list[object] = []
     if a_t.ndim == 2 and b_t.ndim == 2:
+        gemm = _gemm_2d(dispatchers)
 
         def run2d(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
             # BLAS takes C- or F-contiguous operands as they are: a transposed operand (an F-contiguous view
             # made by a transpose view kernel) costs no copy
-            _matmul2d(_cf(a), _cf(b), out)
+            gemm(_cf(a), _cf(b), out)
 
-        return LibraryImpl(run2d, [_matmul2d])
+        return LibraryImpl(run2d, dispatchers)
     if b_t.ndim == 2:
+        gemm = _gemm_2d(dispatchers)
 
         def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
             rows = math.prod(a.shape[:-1])
-            _matmul2d(_c(a).reshape(rows, a.shape[-1]), _c(b), out.reshape(rows, out.shape[-1]))
+            gemm(_c(a).reshape(rows, a.shape[-1]), _c(b), out.reshape(rows, out.shape[-1]))
 
-        return LibraryImpl(run, [_matmul2d])
+        return LibraryImpl(run, dispatchers)
 
     maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}  # per (a batch, b batch) shape: the index maps
 
@@ -141,9 +188,15 @@ def matmul_factory(node: Tensor) -> LibraryImpl:
             m = maps[key] = _batch_maps(ab, bb)
         a3 = _c(a).reshape(math.prod(ab), *a.shape[-2:])
         b3 = _c(b).reshape(math.prod(bb), *b.shape[-2:])
-        _matmul_batched(a3, b3, out.reshape(len(m[0]), *out.shape[-2:]), m[0], m[1])
+        o3 = out.reshape(len(m[0]), *out.shape[-2:])
+        args = (a3, b3, o3, m[0], m[1])
+        macs = o3.shape[0] * o3.shape[1] * o3.shape[2] * a3.shape[2]
+        if macs >= PARALLEL_MIN_MACS and o3.shape[0] > 1:
+            parallel_for(_matmul_batched_range, args, o3.shape[0])
+        else:
+            _matmul_batched_range(*args, 0, o3.shape[0])
 
-    return LibraryImpl(run_batched, [_matmul_batched])
+    return LibraryImpl(run_batched, [_matmul_batched_range])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,7 +286,7 @@ def _col2im_one(dcols, dx, i, kh, kw, oh, ow, geom):  # noqa: ANN001, ANN202
 
 
 # ----------------------------------------------------------------------------------------------------
-# Convolution: im2col + GEMM. Each _par/_ser pair is one body: prange in the first, range in the second.
+# Convolution: im2col + GEMM. Each _par/_ser pair runs one task-range function (split across threads, or not).
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -270,16 +323,13 @@ def _conv_fwd_chunk(x, w, out, cols, t, nt, geom, groups):  # noqa: ANN001, ANN2
                 np.dot(w3[g], c3[g], o4[i, g])
 
 
-@njit(cache=True, parallel=True)
-def _conv_im2col_par(x, w, out, geom, groups, ws):  # noqa: ANN001, ANN202
-    for t in prange(ws.shape[0]):
+@njit(cache=True, nogil=True)
+def _conv_im2col_range(x, w, out, geom, groups, ws, t0, t1):  # noqa: ANN001, ANN202
+    for t in range(t0, t1):
         _conv_fwd_chunk(x, w, out, ws, t, ws.shape[0], geom, groups)
 
 
-@njit(cache=True)
-def _conv_im2col_ser(x, w, out, geom, groups, ws):  # noqa: ANN001, ANN202
-    for t in range(ws.shape[0]):
-        _conv_fwd_chunk(x, w, out, ws, t, ws.shape[0], geom, groups)
+_conv_im2col_par, _conv_im2col_ser = task_runners(_conv_im2col_range, lambda x, w, out, geom, groups, ws: ws.shape[0])
 
 
 @njit(cache=True)
@@ -298,16 +348,15 @@ def _gi_chunk(g, w, dx, dcols, t, nt, geom, groups):  # noqa: ANN001, ANN202
         _col2im_one(dcols[t], dx[i : i + 1], 0, kh, kw, oh, ow, geom)
 
 
-@njit(cache=True, parallel=True)
-def _grad_input_im2col_par(g, w, dx, geom, groups, ws):  # noqa: ANN001, ANN202
-    for t in prange(ws.shape[0]):
+@njit(cache=True, nogil=True)
+def _grad_input_im2col_range(g, w, dx, geom, groups, ws, t0, t1):  # noqa: ANN001, ANN202
+    for t in range(t0, t1):
         _gi_chunk(g, w, dx, ws, t, ws.shape[0], geom, groups)
 
 
-@njit(cache=True)
-def _grad_input_im2col_ser(g, w, dx, geom, groups, ws):  # noqa: ANN001, ANN202
-    for t in range(ws.shape[0]):
-        _gi_chunk(g, w, dx, ws, t, ws.shape[0], geom, groups)
+_grad_input_im2col_par, _grad_input_im2col_ser = task_runners(
+    _grad_input_im2col_range, lambda g, w, dx, geom, groups, ws: ws.shape[0]
+)
 
 
 @njit(cache=True)
@@ -346,22 +395,29 @@ def _gw_reduce(part, dw, groups):  # noqa: ANN001, ANN202
                 d3[gr, o, kk] = acc
 
 
-@njit(cache=True, parallel=True)
-def _grad_weight_im2col_par(x, g, dw, geom, groups, ws):  # noqa: ANN001, ANN202
-    nt, k = ws.shape[0], dw.shape[1] * dw.shape[2] * dw.shape[3]
-    part = np.empty((nt, groups, k, dw.shape[0] // groups), dw.dtype)
-    for t in prange(nt):
-        _gw_chunk(x, g, dw, part, ws, t, nt, geom, groups)
-    _gw_reduce(part, dw, groups)
+@njit(cache=True, nogil=True)
+def _grad_weight_im2col_range(x, g, dw, geom, groups, ws, part, t0, t1):  # noqa: ANN001, ANN202
+    for t in range(t0, t1):
+        _gw_chunk(x, g, dw, part, ws, t, ws.shape[0], geom, groups)
 
 
-@njit(cache=True)
-def _grad_weight_im2col_ser(x, g, dw, geom, groups, ws):  # noqa: ANN001, ANN202
-    nt, k = ws.shape[0], dw.shape[1] * dw.shape[2] * dw.shape[3]
-    part = np.empty((nt, groups, k, dw.shape[0] // groups), dw.dtype)
-    for t in range(nt):
-        _gw_chunk(x, g, dw, part, ws, t, nt, geom, groups)
-    _gw_reduce(part, dw, groups)
+def _grad_weight_im2col(parallel: bool) -> Callable[..., None]:
+    """``run(x, g, dw, geom, groups, ws)``: per-range partial weight gradients, then their sum in range order."""
+
+    def run(x: np.ndarray, g: np.ndarray, dw: np.ndarray, geom: tuple, groups: int, ws: np.ndarray) -> None:
+        nt, k = ws.shape[0], dw.shape[1] * dw.shape[2] * dw.shape[3]
+        part = np.empty((nt, groups, k, dw.shape[0] // groups), dw.dtype)
+        if parallel:
+            parallel_for(_grad_weight_im2col_range, (x, g, dw, geom, groups, ws, part), nt)
+        else:
+            _grad_weight_im2col_range(x, g, dw, geom, groups, ws, part, 0, nt)
+        _gw_reduce(part, dw, groups)
+
+    run.dispatchers = [_grad_weight_im2col_range, _gw_reduce]  # type: ignore[attr-defined]
+    return run
+
+
+_grad_weight_im2col_par, _grad_weight_im2col_ser = _grad_weight_im2col(True), _grad_weight_im2col(False)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -446,40 +502,35 @@ def _grad_weight_direct_one(x, g, dw_out, o, geom, groups):  # noqa: ANN001, ANN
                 dw_out[o, c, a, b] = acc
 
 
-@njit(cache=True, parallel=True)
-def _conv_direct_par(x, w, out, geom, groups):  # noqa: ANN001, ANN202
-    for i in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _conv_direct_range(x, w, out, geom, groups, t0, t1):  # noqa: ANN001, ANN202
+    for i in range(t0, t1):
         _conv_direct_one(x, w, out, i, geom, groups)
 
 
-@njit(cache=True)
-def _conv_direct_ser(x, w, out, geom, groups):  # noqa: ANN001, ANN202
-    for i in range(x.shape[0]):
-        _conv_direct_one(x, w, out, i, geom, groups)
+_conv_direct_par, _conv_direct_ser = task_runners(_conv_direct_range, lambda x, w, out, geom, groups: x.shape[0])
 
 
-@njit(cache=True, parallel=True)
-def _grad_input_direct_par(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
-    for i in prange(g.shape[0]):
+@njit(cache=True, nogil=True)
+def _grad_input_direct_range(g, w, dx, geom, groups, t0, t1):  # noqa: ANN001, ANN202
+    for i in range(t0, t1):
         _grad_input_direct_one(g, w, dx, i, geom, groups)
 
 
-@njit(cache=True)
-def _grad_input_direct_ser(g, w, dx, geom, groups):  # noqa: ANN001, ANN202
-    for i in range(g.shape[0]):
-        _grad_input_direct_one(g, w, dx, i, geom, groups)
+_grad_input_direct_par, _grad_input_direct_ser = task_runners(
+    _grad_input_direct_range, lambda g, w, dx, geom, groups: g.shape[0]
+)
 
 
-@njit(cache=True, parallel=True)
-def _grad_weight_direct_par(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
-    for o in prange(dw.shape[0]):
+@njit(cache=True, nogil=True)
+def _grad_weight_direct_range(x, g, dw, geom, groups, t0, t1):  # noqa: ANN001, ANN202
+    for o in range(t0, t1):
         _grad_weight_direct_one(x, g, dw, o, geom, groups)
 
 
-@njit(cache=True)
-def _grad_weight_direct_ser(x, g, dw, geom, groups):  # noqa: ANN001, ANN202
-    for o in range(dw.shape[0]):
-        _grad_weight_direct_one(x, g, dw, o, geom, groups)
+_grad_weight_direct_par, _grad_weight_direct_ser = task_runners(
+    _grad_weight_direct_range, lambda x, g, dw, geom, groups: dw.shape[0]
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -515,62 +566,6 @@ def default_conv_algo(node: Tensor) -> str:
     return "im2col"
 
 
-def _openblas_thread_controls() -> list[tuple[Callable[[], int], Callable[[int], None]]]:
-    """``(get, set)`` thread-count functions of every loaded OpenBLAS (the one behind SciPy's BLAS bindings,
-    which Numba's ``np.dot`` calls, and NumPy's); empty where none is found (other BLAS, other platforms)."""
-    import ctypes
-
-    import scipy.linalg.cython_blas  # noqa: F401 - loads the BLAS that Numba's np.dot calls
-
-    paths: list[str] = []
-    try:
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                path = line.split()[-1] if len(line.split()) >= 6 else ""
-                if "openblas" in path.rsplit("/", 1)[-1].lower() and path not in paths:
-                    paths.append(path)
-    except OSError:
-        return []
-    controls = []
-    for path in paths:
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_", ""):
-            for suffix in ("64_", ""):
-                get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    set_.restype = None
-                    controls.append((get, set_))
-                    break
-            else:
-                continue
-            break
-    return controls
-
-
-_BLAS_CONTROLS: list | None = None
-
-
-def _run_blas_single_threaded(kernel: Callable[..., None], *args: object) -> None:
-    """``kernel(*args)`` with OpenBLAS limited to one thread: the parallel conv kernels call BLAS inside their
-    ``prange`` loops, where BLAS's own threads would oversubscribe the cores (forward 16→32 3x3 on 32x32, batch
-    64, 2 busy cores: best 85 ms, median 930 ms with them; 11 ms without)."""
-    global _BLAS_CONTROLS
-    if _BLAS_CONTROLS is None:
-        _BLAS_CONTROLS = _openblas_thread_controls()
-    saved = [get() for get, _ in _BLAS_CONTROLS]
-    for _, set_ in _BLAS_CONTROLS:
-        set_(1)
-    try:
-        kernel(*args)
-    finally:
-        for (_, set_), n in zip(_BLAS_CONTROLS, saved):
-            set_(n)
-
-
 #: ``(op class) → (rows, P)`` of the per-chunk im2col matrix in the workspace the im2col kernels take as their
 #: last argument (``ws`` of shape ``(chunks, rows, P)``, P the output pixels per sample; ``chunks`` is the
 #: thread count, 1 for the serial twin). The workspace lives in the factory's closure and is reused across calls.
@@ -590,7 +585,7 @@ def _wrap_conv(
     ws_shape: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[int, int]] | None,
 ) -> Callable[..., None]:
     """``run(a, b, [ref,] out)`` calling ``kernel(a, b, out, geom, groups[, ws])`` on C-contiguous 4-d arrays,
-    where ``kernel`` is ``par`` (with BLAS single-threaded) unless ``a`` is smaller than
+    where ``kernel`` is ``par`` unless ``a`` is smaller than
     :data:`PARALLEL_MIN_SIZE`. With ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
     scratch = [np.empty(0)]
 
@@ -602,16 +597,13 @@ def _wrap_conv(
         kernel = par if parallel else ser
         args: tuple = (a, b, out, geom, groups)
         if ws_shape is not None:
-            nt = max(1, min(a.shape[0], numba.get_num_threads())) if parallel else 1
+            nt = max(1, min(a.shape[0], get_num_threads())) if parallel else 1
             shape = (nt, *ws_shape(a, b, out))
             size = shape[0] * shape[1] * shape[2]
             if scratch[0].size < size or scratch[0].dtype != a.dtype:
                 scratch[0] = np.empty(size, a.dtype)
             args += (scratch[0][:size].reshape(shape),)
-        if parallel:
-            _run_blas_single_threaded(kernel, *args)
-        else:
-            kernel(*args)
+        kernel(*args)
 
     return run
 
@@ -627,7 +619,7 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
     return LibraryImpl(
         _wrap_conv(par, ser, geom, op.groups, nsp, ws_shape),
-        [par, ser],
+        par.dispatchers,
         parallel=True,
         serial=_wrap_conv(ser, ser, geom, op.groups, nsp, ws_shape),
     )
@@ -810,18 +802,16 @@ def _max_family_chunk(mode, a, x, out, idx, t, nt, pgeom):  # noqa: ANN001, ANN2
 _POOL_CHUNKS = 16
 
 
-@njit(cache=True, parallel=True)
-def _max_family_par(mode, a, x, out, idx, pgeom):  # noqa: ANN001, ANN202
+@njit(cache=True, nogil=True)
+def _max_family_range(mode, a, x, out, idx, pgeom, t0, t1):  # noqa: ANN001, ANN202
     nt = min(x.shape[0], _POOL_CHUNKS)
-    for t in prange(nt):
+    for t in range(t0, t1):
         _max_family_chunk(mode, a, x, out, idx, t, nt, pgeom)
 
 
-@njit(cache=True)
-def _max_family_ser(mode, a, x, out, idx, pgeom):  # noqa: ANN001, ANN202
-    nt = min(x.shape[0], _POOL_CHUNKS)
-    for t in range(nt):
-        _max_family_chunk(mode, a, x, out, idx, t, nt, pgeom)
+_max_family_par, _max_family_ser = task_runners(
+    _max_family_range, lambda mode, a, x, out, idx, pgeom: min(x.shape[0], _POOL_CHUNKS)
+)
 
 
 @njit(cache=True)
@@ -873,16 +863,15 @@ def _avg_family_plane(grad, a, out, p, pgeom, include_pad, override):  # noqa: A
                 out[p, oy, ox] = acc / div
 
 
-@njit(cache=True, parallel=True)
-def _avg_family_par(grad, a, out, pgeom, include_pad, override):  # noqa: ANN001, ANN202
-    for p in prange(out.shape[0]):
+@njit(cache=True, nogil=True)
+def _avg_family_range(grad, a, out, pgeom, include_pad, override, t0, t1):  # noqa: ANN001, ANN202
+    for p in range(t0, t1):
         _avg_family_plane(grad, a, out, p, pgeom, include_pad, override)
 
 
-@njit(cache=True)
-def _avg_family_ser(grad, a, out, pgeom, include_pad, override):  # noqa: ANN001, ANN202
-    for p in range(out.shape[0]):
-        _avg_family_plane(grad, a, out, p, pgeom, include_pad, override)
+_avg_family_par, _avg_family_ser = task_runners(
+    _avg_family_range, lambda grad, a, out, pgeom, include_pad, override: out.shape[0]
+)
 
 
 def _max_family_impl(node: Tensor, mode: int) -> LibraryImpl:
@@ -912,7 +901,7 @@ def _max_family_impl(node: Tensor, mode: int) -> LibraryImpl:
         return run2
 
     par, ser = _max_family_par, _max_family_ser
-    return LibraryImpl(make(par, ser), [par, ser], parallel=True, serial=make(ser, ser))
+    return LibraryImpl(make(par, ser), par.dispatchers, parallel=True, serial=make(ser, ser))
 
 
 @register(MaxPool)
@@ -953,7 +942,7 @@ def _avg_family_impl(node: Tensor, grad: bool) -> LibraryImpl:
         return run
 
     par, ser = _avg_family_par, _avg_family_ser
-    return LibraryImpl(make(par, ser), [par, ser], parallel=True, serial=make(ser, ser))
+    return LibraryImpl(make(par, ser), par.dispatchers, parallel=True, serial=make(ser, ser))
 
 
 @register(AvgPool)

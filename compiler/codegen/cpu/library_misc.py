@@ -11,13 +11,13 @@ Reductions
     merged axes; see :func:`reduce_plan`) reduced to ``out2[o, k]``. Every reduction pattern with at most two kept and
     two reduced groups in that order is a free reshape — this covers ``sum(axis=-1)``, ``sum(axis=0)``, batch
     statistics over ``(0, 2, 3)`` — and any other pattern costs one transposing copy. The work is cut into tasks
-    ``(o, k-block, r-chunk)``; ``prange`` runs the tasks, each writing a disjoint slice of a partials buffer
-    ``part[o, chunk, k]`` (the output itself when there is one chunk), and chunks are combined afterwards. There is
-    no shared accumulator and no reduction variable inside a ``prange`` body: the per-task work lives in a separate
-    ``@njit`` function.
+    ``(o, k-block, r-chunk)``, each writing a disjoint slice of a partials buffer ``part[o, chunk, k]`` (the output
+    itself when there is one chunk), and chunks are combined afterwards. There is no shared accumulator.
 
-Parallel kernels come with a serial twin (``LibraryImpl.serial``); ``run`` also uses the serial twin for small
-inputs, where thread start-up costs more than the work.
+Parallel kernels: each is one ``nogil`` function over a task range, ``X_range(*args, t0, t1)``, compiled once;
+``X_par`` splits the task range across the runtime's threads and ``X_ser`` (the serial twin,
+``LibraryImpl.serial``) runs it all in the caller (:mod:`compiler.codegen.cpu.parallel`). ``run`` also uses the
+serial twin for small inputs, where waking threads costs more than the work.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
-from numba import prange
 
 from compiler.codegen.cpu.library import LibraryImpl, register
+from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from symdl.errors import OpRuntimeError
 from symdl.graph import Tensor
 from symdl.losses import CheckProbabilities
@@ -73,7 +73,7 @@ SUM, MAX, MIN = 0, 1, 2
 
 
 def _threads() -> int:
-    return numba.get_num_threads()
+    return get_num_threads()
 
 
 def _c(a: np.ndarray) -> np.ndarray:
@@ -246,22 +246,25 @@ def _reduce_task(
             acc_row[k] = acc
 
 
-@numba.njit(parallel=True, **_JIT)
-def reduce_par(
-    x4: np.ndarray, part: np.ndarray, zero: float, kind: int, ntasks: int, nchunk: int, kblk: int, split_r2: bool
+@numba.njit(nogil=True, **_JIT)
+def reduce_range(
+    x4: np.ndarray,
+    part: np.ndarray,
+    zero: float,
+    kind: int,
+    ntasks: int,
+    nchunk: int,
+    kblk: int,
+    split_r2: bool,
+    t0: int,
+    t1: int,
 ) -> None:
-    """Run every reduction task in parallel (each writes its own slice of ``part``)."""
-    for t in prange(ntasks):
+    """Tasks ``t0 <= t < t1``: ``reduce_par`` splits them across threads, ``_ser`` runs all."""
+    for t in range(t0, t1):
         _reduce_task(x4, part, zero, kind, t, nchunk, kblk, split_r2)
 
 
-@numba.njit(**_JIT)
-def reduce_ser(
-    x4: np.ndarray, part: np.ndarray, zero: float, kind: int, ntasks: int, nchunk: int, kblk: int, split_r2: bool
-) -> None:
-    """Serial twin of :func:`reduce_par`."""
-    for t in range(ntasks):
-        _reduce_task(x4, part, zero, kind, t, nchunk, kblk, split_r2)
+reduce_par, reduce_ser = task_runners(reduce_range, lambda x4, part, zero, kind, ntasks, nchunk, kblk, split_r2: ntasks)
 
 
 def _finish(kind: int, part: np.ndarray, out2: np.ndarray) -> None:
@@ -321,7 +324,7 @@ def _sum_runner(axes: tuple[int, ...], kernel: Callable | None = None) -> Callab
 @register(Sum)
 def _sum(node: Tensor) -> LibraryImpl:
     axes = node.op.axes
-    return LibraryImpl(_sum_runner(axes), [reduce_par, reduce_ser], True, _sum_runner(axes, reduce_ser))
+    return LibraryImpl(_sum_runner(axes), [reduce_range], True, _sum_runner(axes, reduce_ser))
 
 
 def _extreme_runner(op: Max, kernel: Callable | None = None) -> Callable[..., None]:
@@ -339,7 +342,7 @@ def _extreme_runner(op: Max, kernel: Callable | None = None) -> Callable[..., No
 @register(Max, Min)
 def _max_min(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_extreme_runner(op), [reduce_par, reduce_ser], True, _extreme_runner(op, reduce_ser))
+    return LibraryImpl(_extreme_runner(op), [reduce_range], True, _extreme_runner(op, reduce_ser))
 
 
 def _unbroadcast_runner(kernel: Callable | None = None) -> Callable[..., None]:
@@ -358,7 +361,7 @@ def _unbroadcast_runner(kernel: Callable | None = None) -> Callable[..., None]:
 
 @register(Unbroadcast)
 def _unbroadcast(node: Tensor) -> LibraryImpl:
-    return LibraryImpl(_unbroadcast_runner(), [reduce_par, reduce_ser], True, _unbroadcast_runner(reduce_ser))
+    return LibraryImpl(_unbroadcast_runner(), [reduce_range], True, _unbroadcast_runner(reduce_ser))
 
 
 # ====================================================================================================
@@ -407,18 +410,14 @@ def _argmax_row(row: np.ndarray) -> int:
     return arg
 
 
-@numba.njit(parallel=True, **_JIT)
-def argmax_par(x3: np.ndarray, out2: np.ndarray, ntasks: int, kblk: int) -> None:
-    """Argmax over axis 1 of ``x3`` into ``out2`` (int64), tasks in parallel."""
-    for t in prange(ntasks):
+@numba.njit(nogil=True, **_JIT)
+def argmax_range(x3: np.ndarray, out2: np.ndarray, ntasks: int, kblk: int, t0: int, t1: int) -> None:
+    """Tasks ``t0 <= t < t1``: ``argmax_par`` splits them across threads, ``_ser`` runs all."""
+    for t in range(t0, t1):
         _argmax_task(x3, out2, t, kblk)
 
 
-@numba.njit(**_JIT)
-def argmax_ser(x3: np.ndarray, out2: np.ndarray, ntasks: int, kblk: int) -> None:
-    """Serial twin of :func:`argmax_par`."""
-    for t in range(ntasks):
-        _argmax_task(x3, out2, t, kblk)
+argmax_par, argmax_ser = task_runners(argmax_range, lambda x3, out2, ntasks, kblk: ntasks)
 
 
 def _argmax_runner(op: Argmax, kernel: Callable | None = None) -> Callable[..., None]:
@@ -445,7 +444,7 @@ def _argmax_runner(op: Argmax, kernel: Callable | None = None) -> Callable[..., 
 @register(Argmax)
 def _argmax(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_argmax_runner(op), [argmax_par, argmax_ser], True, _argmax_runner(op, argmax_ser))
+    return LibraryImpl(_argmax_runner(op), [argmax_range], True, _argmax_runner(op, argmax_ser))
 
 
 # ====================================================================================================
@@ -490,18 +489,14 @@ def _softmax_row(x4: np.ndarray, out4: np.ndarray, zero: float, t: int, log: boo
                 yr[s] = yr[s] * inv
 
 
-@numba.njit(parallel=True, **_JIT)
-def softmax_par(x4: np.ndarray, out4: np.ndarray, zero: float, log: bool) -> None:
-    """Softmax (or log-softmax) over axes 1 and 3 of ``x4``, rows in parallel."""
-    for t in prange(x4.shape[0] * x4.shape[2]):
+@numba.njit(nogil=True, **_JIT)
+def softmax_range(x4: np.ndarray, out4: np.ndarray, zero: float, log: bool, t0: int, t1: int) -> None:
+    """Tasks ``t0 <= t < t1``: ``softmax_par`` splits them across threads, ``_ser`` runs all."""
+    for t in range(t0, t1):
         _softmax_row(x4, out4, zero, t, log)
 
 
-@numba.njit(**_JIT)
-def softmax_ser(x4: np.ndarray, out4: np.ndarray, zero: float, log: bool) -> None:
-    """Serial twin of :func:`softmax_par`."""
-    for t in range(x4.shape[0] * x4.shape[2]):
-        _softmax_row(x4, out4, zero, t, log)
+softmax_par, softmax_ser = task_runners(softmax_range, lambda x4, out4, zero, log: x4.shape[0] * x4.shape[2])
 
 
 @numba.njit(fastmath={"reassoc"}, **_JIT)
@@ -517,18 +512,14 @@ def _lse_row(x4: np.ndarray, out2: np.ndarray, zero: float, t: int) -> None:
     out2[o, k] = np.log(total) + m
 
 
-@numba.njit(parallel=True, **_JIT)
-def logsumexp_par(x4: np.ndarray, out2: np.ndarray, zero: float) -> None:
-    """``log(sum(exp(x4)))`` over axes 1 and 3 into ``out2``, rows in parallel."""
-    for t in prange(x4.shape[0] * x4.shape[2]):
+@numba.njit(nogil=True, **_JIT)
+def logsumexp_range(x4: np.ndarray, out2: np.ndarray, zero: float, t0: int, t1: int) -> None:
+    """Tasks ``t0 <= t < t1``: ``logsumexp_par`` splits them across threads, ``_ser`` runs all."""
+    for t in range(t0, t1):
         _lse_row(x4, out2, zero, t)
 
 
-@numba.njit(**_JIT)
-def logsumexp_ser(x4: np.ndarray, out2: np.ndarray, zero: float) -> None:
-    """Serial twin of :func:`logsumexp_par`."""
-    for t in range(x4.shape[0] * x4.shape[2]):
-        _lse_row(x4, out2, zero, t)
+logsumexp_par, logsumexp_ser = task_runners(logsumexp_range, lambda x4, out2, zero: x4.shape[0] * x4.shape[2])
 
 
 def _softmax_runner(axis: int, log: bool, parallel: bool | None = None) -> Callable[..., None]:
@@ -545,9 +536,7 @@ def _softmax_runner(axis: int, log: bool, parallel: bool | None = None) -> Calla
 @register(Softmax, LogSoftmax)
 def _softmax(node: Tensor) -> LibraryImpl:
     axis, log = node.op.axis, isinstance(node.op, LogSoftmax)
-    return LibraryImpl(
-        _softmax_runner(axis, log), [softmax_par, softmax_ser], True, _softmax_runner(axis, log, parallel=False)
-    )
+    return LibraryImpl(_softmax_runner(axis, log), [softmax_range], True, _softmax_runner(axis, log, parallel=False))
 
 
 def _logsumexp_runner(axes: tuple[int, ...], parallel: bool | None = None) -> Callable[..., None]:
@@ -566,9 +555,7 @@ def _logsumexp_runner(axes: tuple[int, ...], parallel: bool | None = None) -> Ca
 @register(LogSumExp)
 def _logsumexp(node: Tensor) -> LibraryImpl:
     axes = node.op.axes
-    return LibraryImpl(
-        _logsumexp_runner(axes), [logsumexp_par, logsumexp_ser], True, _logsumexp_runner(axes, parallel=False)
-    )
+    return LibraryImpl(_logsumexp_runner(axes), [logsumexp_range], True, _logsumexp_runner(axes, parallel=False))
 
 
 # ====================================================================================================
@@ -619,18 +606,16 @@ def _one_hot(node: Tensor) -> LibraryImpl:
     return LibraryImpl(_one_hot_runner(node.op), [one_hot_kernel])
 
 
-@numba.njit(parallel=True, **_JIT)
-def embedding_par(idx: np.ndarray, weight: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """``out2[i] = weight[idx[i]]`` (zero rows where ``idx[i] == ignore``), rows in parallel."""
-    for i in prange(idx.size):
+@numba.njit(nogil=True, **_JIT)
+def embedding_range(
+    idx: np.ndarray, weight: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int, t0: int, t1: int
+) -> None:
+    """Tasks ``t0 <= t < t1``: ``embedding_par`` splits them across threads, ``_ser`` runs all."""
+    for i in range(t0, t1):
         _embedding_row(idx, weight, out2, has_ignore, ignore, i)
 
 
-@numba.njit(**_JIT)
-def embedding_ser(idx: np.ndarray, weight: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """Serial twin of :func:`embedding_par`."""
-    for i in range(idx.size):
-        _embedding_row(idx, weight, out2, has_ignore, ignore, i)
+embedding_par, embedding_ser = task_runners(embedding_range, lambda idx, weight, out2, has_ignore, ignore: idx.size)
 
 
 @numba.njit(**_JIT)
@@ -661,7 +646,7 @@ def _embedding_runner(op: Embedding, parallel: bool | None = None) -> Callable[.
 @register(Embedding)
 def _embedding(node: Tensor) -> LibraryImpl:
     op = node.op
-    return LibraryImpl(_embedding_runner(op), [embedding_par, embedding_ser], True, _embedding_runner(op, False))
+    return LibraryImpl(_embedding_runner(op), [embedding_range], True, _embedding_runner(op, False))
 
 
 @numba.njit(**_JIT)
@@ -692,19 +677,18 @@ def _scatter_row(g2: np.ndarray, order: np.ndarray, starts: np.ndarray, out2: np
             out2[v, :] += g2[order[p], :]
 
 
-@numba.njit(parallel=True, **_JIT)
-def embedding_grad_par(g2: np.ndarray, order: np.ndarray, starts: np.ndarray, out2: np.ndarray, padding: int) -> None:
-    """``out2[v] = sum of g2[i] over idx[i] == v`` in ascending ``i`` (deterministic; as ``np.add.at``), rows of
-    ``out2`` in parallel; row ``padding`` (``-1``: none) stays zero."""
-    for v in prange(out2.shape[0]):
+@numba.njit(nogil=True, **_JIT)
+def embedding_grad_range(
+    g2: np.ndarray, order: np.ndarray, starts: np.ndarray, out2: np.ndarray, padding: int, t0: int, t1: int
+) -> None:
+    """Tasks ``t0 <= t < t1``: ``embedding_grad_par`` splits them across threads, ``_ser`` runs all."""
+    for v in range(t0, t1):
         _scatter_row(g2, order, starts, out2, padding, v)
 
 
-@numba.njit(**_JIT)
-def embedding_grad_ser(g2: np.ndarray, order: np.ndarray, starts: np.ndarray, out2: np.ndarray, padding: int) -> None:
-    """Serial twin of :func:`embedding_grad_par`."""
-    for v in range(out2.shape[0]):
-        _scatter_row(g2, order, starts, out2, padding, v)
+embedding_grad_par, embedding_grad_ser = task_runners(
+    embedding_grad_range, lambda g2, order, starts, out2, padding: out2.shape[0]
+)
 
 
 def _embedding_grad_runner(op: EmbeddingGrad, parallel: bool | None = None) -> Callable[..., None]:
@@ -728,7 +712,7 @@ def _embedding_grad_runner(op: EmbeddingGrad, parallel: bool | None = None) -> C
 @register(EmbeddingGrad)
 def _embedding_grad(node: Tensor) -> LibraryImpl:
     op = node.op
-    dispatchers = [group_rows, embedding_grad_par, embedding_grad_ser]
+    dispatchers = [group_rows, embedding_grad_range]
     return LibraryImpl(_embedding_grad_runner(op), dispatchers, True, _embedding_grad_runner(op, False))
 
 
@@ -739,18 +723,16 @@ def _take_class_row(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_igno
         out2[o, j] = 0 if (has_ignore and c == ignore) else x3[o, c, j]
 
 
-@numba.njit(parallel=True, **_JIT)
-def take_class_par(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """``out2[o, j] = x3[o, idx2[o, j], j]`` (0 where ``idx2 == ignore``), ``o`` in parallel."""
-    for o in prange(x3.shape[0]):
+@numba.njit(nogil=True, **_JIT)
+def take_class_range(
+    x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int, t0: int, t1: int
+) -> None:
+    """Tasks ``t0 <= t < t1``: ``take_class_par`` splits them across threads, ``_ser`` runs all."""
+    for o in range(t0, t1):
         _take_class_row(x3, idx2, out2, has_ignore, ignore, o)
 
 
-@numba.njit(**_JIT)
-def take_class_ser(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """Serial twin of :func:`take_class_par`."""
-    for o in range(x3.shape[0]):
-        _take_class_row(x3, idx2, out2, has_ignore, ignore, o)
+take_class_par, take_class_ser = task_runners(take_class_range, lambda x3, idx2, out2, has_ignore, ignore: x3.shape[0])
 
 
 @numba.njit(**_JIT)
@@ -764,18 +746,18 @@ def _take_class_grad_row(
             out3[o, c, j] = g2[o, j]
 
 
-@numba.njit(parallel=True, **_JIT)
-def take_class_grad_par(g2: np.ndarray, idx2: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """Zeros with ``out3[o, idx2[o, j], j] = g2[o, j]`` (skipping ``idx2 == ignore``), ``o`` in parallel."""
-    for o in prange(out3.shape[0]):
+@numba.njit(nogil=True, **_JIT)
+def take_class_grad_range(
+    g2: np.ndarray, idx2: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int, t0: int, t1: int
+) -> None:
+    """Tasks ``t0 <= t < t1``: ``take_class_grad_par`` splits them across threads, ``_ser`` runs all."""
+    for o in range(t0, t1):
         _take_class_grad_row(g2, idx2, out3, has_ignore, ignore, o)
 
 
-@numba.njit(**_JIT)
-def take_class_grad_ser(g2: np.ndarray, idx2: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """Serial twin of :func:`take_class_grad_par`."""
-    for o in range(out3.shape[0]):
-        _take_class_grad_row(g2, idx2, out3, has_ignore, ignore, o)
+take_class_grad_par, take_class_grad_ser = task_runners(
+    take_class_grad_range, lambda g2, idx2, out3, has_ignore, ignore: out3.shape[0]
+)
 
 
 def _class_dims(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
@@ -839,15 +821,13 @@ def _class_scatter_runner(
 def _take_class(node: Tensor) -> LibraryImpl:
     op = node.op
     args = (op, "take_class", take_class_par, take_class_ser)
-    return LibraryImpl(
-        _class_gather_runner(*args, None), [take_class_par, take_class_ser], True, _class_gather_runner(*args, False)
-    )
+    return LibraryImpl(_class_gather_runner(*args, None), [take_class_range], True, _class_gather_runner(*args, False))
 
 
 @register(TakeAlongClassGrad)
 def _take_class_grad(node: Tensor) -> LibraryImpl:
     op = node.op
-    dispatchers = [take_class_grad_par, take_class_grad_ser]
+    dispatchers = [take_class_grad_range]
     args = (op, "take_class_grad", take_class_grad_par, take_class_grad_ser)
     return LibraryImpl(
         _class_scatter_runner(*args, None, False), dispatchers, True, _class_scatter_runner(*args, False, False)
@@ -886,18 +866,16 @@ def _xent_row(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bo
             out2[o, j] = _xent_lse(x3, o, j, zero) - x3[o, c, j]
 
 
-@numba.njit(parallel=True, **_JIT)
-def xent_par(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """``out2[o, j] = logsumexp(x3[o, :, j]) - x3[o, idx2[o, j], j]`` (0 where ignored), ``o`` in parallel."""
-    for o in prange(x3.shape[0]):
+@numba.njit(nogil=True, **_JIT)
+def xent_range(
+    x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int, t0: int, t1: int
+) -> None:
+    """Tasks ``t0 <= t < t1``: ``xent_par`` splits them across threads, ``_ser`` runs all."""
+    for o in range(t0, t1):
         _xent_row(x3, idx2, out2, has_ignore, ignore, o)
 
 
-@numba.njit(**_JIT)
-def xent_ser(x3: np.ndarray, idx2: np.ndarray, out2: np.ndarray, has_ignore: bool, ignore: int) -> None:
-    """Serial twin of :func:`xent_par`."""
-    for o in range(x3.shape[0]):
-        _xent_row(x3, idx2, out2, has_ignore, ignore, o)
+xent_par, xent_ser = task_runners(xent_range, lambda x3, idx2, out2, has_ignore, ignore: x3.shape[0])
 
 
 @numba.njit(fastmath={"reassoc"}, **_JIT)
@@ -918,31 +896,23 @@ def _xent_grad_row(
         out3[o, c, j] -= gj
 
 
-@numba.njit(parallel=True, **_JIT)
-def xent_grad_par(
-    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int
+@numba.njit(nogil=True, **_JIT)
+def xent_grad_range(
+    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int, t0: int, t1: int
 ) -> None:
-    """``out3[o, :, j] = (softmax(x3[o, :, j]) - one_hot(idx2[o, j])) * g2[o, j]`` (0 where ignored)."""
-    for o in prange(x3.shape[0]):
+    """Tasks ``t0 <= t < t1``: ``xent_grad_par`` splits them across threads, ``_ser`` runs all."""
+    for o in range(t0, t1):
         _xent_grad_row(g2, idx2, x3, out3, has_ignore, ignore, o)
 
 
-@numba.njit(**_JIT)
-def xent_grad_ser(
-    g2: np.ndarray, idx2: np.ndarray, x3: np.ndarray, out3: np.ndarray, has_ignore: bool, ignore: int
-) -> None:
-    """Serial twin of :func:`xent_grad_par`."""
-    for o in range(x3.shape[0]):
-        _xent_grad_row(g2, idx2, x3, out3, has_ignore, ignore, o)
+xent_grad_par, xent_grad_ser = task_runners(xent_grad_range, lambda g2, idx2, x3, out3, has_ignore, ignore: x3.shape[0])
 
 
 @register(SoftmaxCrossEntropy)
 def _xent(node: Tensor) -> LibraryImpl:
     op = node.op
     args = (op, "cross_entropy", xent_par, xent_ser)
-    return LibraryImpl(
-        _class_gather_runner(*args, None), [xent_par, xent_ser], True, _class_gather_runner(*args, False)
-    )
+    return LibraryImpl(_class_gather_runner(*args, None), [xent_range], True, _class_gather_runner(*args, False))
 
 
 @register(SoftmaxCrossEntropyGrad)
@@ -951,7 +921,7 @@ def _xent_grad(node: Tensor) -> LibraryImpl:
     args = (op, "cross_entropy", xent_grad_par, xent_grad_ser)
     return LibraryImpl(
         _class_scatter_runner(*args, None, True),
-        [xent_grad_par, xent_grad_ser],
+        [xent_grad_range],
         True,
         _class_scatter_runner(*args, False, True),
     )
@@ -986,24 +956,27 @@ def _dropout_block(key: np.uint64, threshold: np.uint64, scale: float, zero: flo
         out1[i] = scale if (h >> _U11) < threshold else zero
 
 
-@numba.njit(parallel=True, **_JIT)
-def dropout_par(
-    state: np.ndarray, stream: np.uint64, threshold: np.uint64, scale: float, zero: float, out1: np.ndarray
+@numba.njit(nogil=True, **_JIT)
+def dropout_range(
+    state: np.ndarray,
+    stream: np.uint64,
+    threshold: np.uint64,
+    scale: float,
+    zero: float,
+    out1: np.ndarray,
+    t0: int,
+    t1: int,
 ) -> None:
-    """The scaled keep-mask of ``symdl.ops.random`` into the flat ``out1``, blocks in parallel."""
+    """Tasks ``t0 <= t < t1``: ``dropout_par`` splits them across threads, ``_ser`` runs all."""
     key = dropout_key(state, stream)
-    for b in prange((out1.size + _DROPOUT_BLOCK - 1) // _DROPOUT_BLOCK):
+    for b in range(t0, t1):
         _dropout_block(key, threshold, scale, zero, out1, b)
 
 
-@numba.njit(**_JIT)
-def dropout_ser(
-    state: np.ndarray, stream: np.uint64, threshold: np.uint64, scale: float, zero: float, out1: np.ndarray
-) -> None:
-    """Serial twin of :func:`dropout_par`."""
-    key = dropout_key(state, stream)
-    for b in range((out1.size + _DROPOUT_BLOCK - 1) // _DROPOUT_BLOCK):
-        _dropout_block(key, threshold, scale, zero, out1, b)
+dropout_par, dropout_ser = task_runners(
+    dropout_range,
+    lambda state, stream, threshold, scale, zero, out1: (out1.size + _DROPOUT_BLOCK - 1) // _DROPOUT_BLOCK,
+)
 
 
 def _dropout_runner(op: rnd.DropoutMask, dtype: np.dtype, parallel: bool | None = None) -> Callable[..., None]:
@@ -1024,7 +997,7 @@ def _dropout_runner(op: rnd.DropoutMask, dtype: np.dtype, parallel: bool | None 
 @register(rnd.DropoutMask)
 def _dropout_mask(node: Tensor) -> LibraryImpl:
     op, dt = node.op, node.dtype
-    return LibraryImpl(_dropout_runner(op, dt), [dropout_par, dropout_ser], True, _dropout_runner(op, dt, False))
+    return LibraryImpl(_dropout_runner(op, dt), [dropout_range], True, _dropout_runner(op, dt, False))
 
 
 # ====================================================================================================
@@ -1052,8 +1025,8 @@ def _bn_plane(
         out3[n, c, s] = x3[n, c, s] * alpha + beta
 
 
-@numba.njit(parallel=True, **_JIT)
-def batch_norm_eval_par(
+@numba.njit(nogil=True, **_JIT)
+def batch_norm_eval_range(
     x3: np.ndarray,
     mean: np.ndarray,
     var: np.ndarray,
@@ -1062,26 +1035,17 @@ def batch_norm_eval_par(
     eps: float,
     one: float,
     out3: np.ndarray,
+    t0: int,
+    t1: int,
 ) -> None:
-    """Per-channel affine map of ``x3[n, c, s]`` with alpha/beta from the running statistics; planes in parallel."""
-    for t in prange(x3.shape[0] * x3.shape[1]):
+    """Tasks ``t0 <= t < t1``: ``batch_norm_eval_par`` splits them across threads, ``_ser`` runs all."""
+    for t in range(t0, t1):
         _bn_plane(x3, mean, var, weight, bias, eps, one, out3, t)
 
 
-@numba.njit(**_JIT)
-def batch_norm_eval_ser(
-    x3: np.ndarray,
-    mean: np.ndarray,
-    var: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray,
-    eps: float,
-    one: float,
-    out3: np.ndarray,
-) -> None:
-    """Serial twin of :func:`batch_norm_eval_par`."""
-    for t in range(x3.shape[0] * x3.shape[1]):
-        _bn_plane(x3, mean, var, weight, bias, eps, one, out3, t)
+batch_norm_eval_par, batch_norm_eval_ser = task_runners(
+    batch_norm_eval_range, lambda x3, mean, var, weight, bias, eps, one, out3: x3.shape[0] * x3.shape[1]
+)
 
 
 def _bn_runner(op: BatchNormEval, dtype: np.dtype, parallel: bool | None = None) -> Callable[..., None]:
@@ -1103,7 +1067,7 @@ def _bn_runner(op: BatchNormEval, dtype: np.dtype, parallel: bool | None = None)
 @register(BatchNormEval)
 def _batch_norm_eval(node: Tensor) -> LibraryImpl:
     op, dt = node.op, node.dtype
-    dispatchers = [batch_norm_eval_par, batch_norm_eval_ser]
+    dispatchers = [batch_norm_eval_range]
     return LibraryImpl(_bn_runner(op, dt), dispatchers, True, _bn_runner(op, dt, False))
 
 
@@ -1123,18 +1087,16 @@ def _check_block(x1: np.ndarray, out1: np.ndarray, bad: np.ndarray, b: int) -> N
     bad[b] = count
 
 
-@numba.njit(parallel=True, **_JIT)
-def check_probabilities_par(x1: np.ndarray, out1: np.ndarray, bad: np.ndarray) -> None:
-    """Copy ``x1`` to ``out1``; ``bad[b]`` = number of entries of block ``b`` outside [0, 1] (or NaN)."""
-    for b in prange(bad.size):
+@numba.njit(nogil=True, **_JIT)
+def check_probabilities_range(x1: np.ndarray, out1: np.ndarray, bad: np.ndarray, t0: int, t1: int) -> None:
+    """Tasks ``t0 <= t < t1``: ``check_probabilities_par`` splits them across threads, ``_ser`` runs all."""
+    for b in range(t0, t1):
         _check_block(x1, out1, bad, b)
 
 
-@numba.njit(**_JIT)
-def check_probabilities_ser(x1: np.ndarray, out1: np.ndarray, bad: np.ndarray) -> None:
-    """Serial twin of :func:`check_probabilities_par`."""
-    for b in range(bad.size):
-        _check_block(x1, out1, bad, b)
+check_probabilities_par, check_probabilities_ser = task_runners(
+    check_probabilities_range, lambda x1, out1, bad: bad.size
+)
 
 
 def _check_probabilities_runner(op: CheckProbabilities, parallel: bool | None = None) -> Callable[..., None]:
@@ -1154,7 +1116,7 @@ def _check_probabilities_runner(op: CheckProbabilities, parallel: bool | None = 
 @register(CheckProbabilities)
 def _check_probabilities(node: Tensor) -> LibraryImpl:
     op = node.op
-    dispatchers = [check_probabilities_par, check_probabilities_ser]
+    dispatchers = [check_probabilities_range]
     return LibraryImpl(_check_probabilities_runner(op), dispatchers, True, _check_probabilities_runner(op, False))
 
 

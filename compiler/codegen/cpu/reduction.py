@@ -8,13 +8,15 @@ per-task partial array of the reduction's keepdims shape:
 - the accumulator is a float64 scalar opened at the loop depth where every kept axis index is fixed (the
   deepest kept axis + 1) and added into the partial after the inner (reduced) loops close, so the innermost
   loop is a plain ``s += v`` that vectorises (``fastmath={"reassoc"}`` on this function only);
-- ``kernel_parallel`` splits the outermost loop into ``T`` contiguous chunks, one per ``prange`` task; task
-  ``t`` writes only ``part[t]`` (its own partial) and the loop-shaped outputs of its chunk: disjoint writes,
-  no shared accumulator. ``combine`` sums the partials afterwards in task order, so the result does not
-  depend on thread timing. ``kernel_serial`` is the same code with ``T = 1`` and ``range``.
+- the outermost loop is split into ``T`` contiguous chunks (tasks); task ``t`` writes only ``part[t]`` (its
+  own partial) and the loop-shaped outputs of its chunk: disjoint writes, no shared accumulator. The one
+  ``nogil`` function ``kernel_range`` runs tasks ``t0 <= t < t1``; the runtime's threads run pieces of the task
+  range (:func:`compiler.codegen.cpu.parallel.parallel_for`), the serial twin runs ``T = 1`` task in the
+  calling thread. ``combine`` sums the partials afterwards in task order, so the result does not depend on
+  thread timing.
 
-Signature: ``(in0, ..., out0, ..., part, dims)``: ``dims`` is the concrete loop shape (a tuple: a new batch
-size does not recompile), ``part`` the float64 partials ``(T, *keepdims shape)``. The runtime wrapper
+Signature: ``(in0, ..., out0, ..., part, dims, t0, t1)``: ``dims`` is the concrete loop shape (a tuple: a new
+batch size does not recompile), ``part`` the float64 partials ``(T, *keepdims shape)``. The runtime wrapper
 reshapes the reduction's output to the keepdims shape (a view of its C-contiguous buffer) and casts the
 combined float64 sums into it.
 """
@@ -30,6 +32,7 @@ import numpy as np
 from compiler.codegen.cache import NJIT_FLAGS, load_module
 from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD, _index, read_inputs
 from compiler.codegen.cpu.fastmath import FASTMATH_VERSION
+from compiler.codegen.cpu.parallel import get_num_threads, parallel_for
 from compiler.codegen.scalar import prelude, scalar_expr
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.graph import Tensor
@@ -67,19 +70,18 @@ def emit_source(kernel: Kernel) -> str:
     ops = "+".join(n.op.name for n in kernel.nodes)
     lines = [f'"""symdl reduction kernel: {ops}; loop rank {len(shape)}, summed axes {axes}."""', "", prelude()]
     lines += ["from compiler.codegen.cpu.fastmath import exp_f32, tanh_f32", f"FASTMATH = {FASTMATH_VERSION!r}", ""]
-    lines += _function("kernel_parallel", kernel, shape, axes, parallel=True) + ["", ""]
-    lines += _function("kernel_serial", kernel, shape, axes, parallel=False)
+    lines += _function("kernel_range", kernel, shape, axes)
     return "\n".join(lines) + "\n"
 
 
-def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], parallel: bool) -> list[str]:
+def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...]) -> list[str]:
     rank = len(shape)
     r = kernel.nodes[-1]
     members = kernel.nodes[:-1]
     stored = kernel.outputs[:-1]
     params = [f"in{j}" for j in range(len(kernel.inputs))] + [f"out{j}" for j in range(len(stored))]
-    params += ["part", "dims"]
-    flags = NJIT_FLAGS.replace("fastmath=False", 'fastmath={"reassoc"}') + (", parallel=True" if parallel else "")
+    params += ["part", "dims", "t0", "t1"]
+    flags = NJIT_FLAGS.replace("fastmath=False", 'fastmath={"reassoc"}') + ", nogil=True"
     kept = [a for a in range(rank) if a not in axes]
     acc_depth = (max(kept) + 1) if kept else 0  # every kept index is fixed from this depth on
 
@@ -106,8 +108,8 @@ def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], pa
     lines = [f"@numba.njit({flags})", f"def {name}({', '.join(params)}):"]
     lines += [_INDENT + f"n{a} = dims[{a}]" for a in range(rank)]
     lines += [_INDENT + "ntasks = part.shape[0]"]
-    # loop-invariant loads and values are hoisted above the task loop (0-d loads inside a prange body trip
-    # Numba's parfor lowering); depth d >= 1 statements sit inside d open loops of the task's chunk
+    # loop-invariant loads and values are hoisted above the task loop; depth d >= 1 statements sit inside d
+    # open loops of the task's chunk
     lines += [_INDENT + st for st in levels[0]]
     levels[0] = []
     body: list[str] = []
@@ -121,8 +123,7 @@ def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], pa
             body.append(ind + f"for i{d} in {rng}:")
     # close the reduced loops below acc_depth: the flush sits at depth acc_depth, after its inner loops
     body.append(_INDENT * (acc_depth + 2) + f"acc[{acc_idx}] += s")
-    loop = "numba.prange" if parallel else "range"
-    lines.append(_INDENT + f"for t in {loop}(ntasks):")
+    lines.append(_INDENT + "for t in range(t0, t1):")
     lines.append(_INDENT * 2 + "lo = (t * n0) // ntasks")
     lines.append(_INDENT * 2 + "hi = ((t + 1) * n0) // ntasks")
     lines.append(_INDENT * 2 + "acc = part[t]")
@@ -162,8 +163,9 @@ def build_reduction(kernel: Kernel) -> CompiledKernel:
     )
     scratch: dict[tuple, np.ndarray] = {}
 
+    fn = mod.kernel_range
+
     def make(parallel: bool) -> Callable[..., None]:
-        par_fn, ser_fn = mod.kernel_parallel, mod.kernel_serial
 
         def run(*args: np.ndarray) -> None:
             if nstored:
@@ -179,12 +181,15 @@ def build_reduction(kernel: Kernel) -> CompiledKernel:
                 return
             tasks = 1
             if parallel and n > PARALLEL_THRESHOLD and dims[0] > 1:
-                tasks = min(dims[0], numba.get_num_threads() * _TASKS_PER_THREAD)
+                tasks = min(dims[0], get_num_threads() * _TASKS_PER_THREAD)
             key = (tasks, dims)
             part = scratch.get(key)
             if part is None:
                 part = scratch[key] = np.empty((tasks, *_keep_shape(dims, axes)), np.float64)
-            (par_fn if tasks > 1 else ser_fn)(*args[: nin + nstored], part, dims)
+            if tasks > 1:
+                parallel_for(fn, (*args[: nin + nstored], part, dims), tasks)
+            else:
+                fn(*args[: nin + nstored], part, dims, 0, 1)
             combine(part.reshape(tasks, -1), red.reshape(-1))
 
         return run
@@ -195,5 +200,5 @@ def build_reduction(kernel: Kernel) -> CompiledKernel:
         serial=make(False),
         source=source,
         parallel=True,
-        dispatchers=[mod.kernel_parallel, mod.kernel_serial, combine],
+        dispatchers=[fn, combine],
     )

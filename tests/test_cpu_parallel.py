@@ -1,0 +1,100 @@
+"""The CPU target's task threads (compiler/codegen/cpu/parallel.py): every task runs once, in the right piece;
+errors come back to the caller; busy or nested use runs serially; thread counts are validated."""
+
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+from compiler.codegen.cpu import parallel as P
+
+
+@numba.njit(nogil=True, cache=True)
+def _mark(hits, owner, tag, t0, t1):  # noqa: ANN001, ANN202
+    for t in range(t0, t1):
+        hits[t] += 1
+        owner[t] = tag
+
+
+@numba.njit(nogil=True, cache=True)
+def _fail_at(hits, bad, t0, t1):  # noqa: ANN001, ANN202
+    for t in range(t0, t1):
+        if t == bad:
+            raise ValueError("task failed")
+        hits[t] += 1
+
+
+@pytest.fixture
+def threads():
+    saved = P.get_num_threads()
+    yield
+    P.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3, 5])
+@pytest.mark.parametrize("ntasks", [0, 1, 2, 3, 7, 64])
+def test_every_task_runs_exactly_once(threads, n_threads, ntasks):
+    P.set_num_threads(n_threads)
+    hits = np.zeros(ntasks, np.int64)
+    owner = np.full(ntasks, -1, np.int64)
+    P.parallel_for(_mark, (hits, owner, 1), ntasks)
+    np.testing.assert_array_equal(hits, np.ones(ntasks, np.int64))
+    np.testing.assert_array_equal(owner, np.ones(ntasks, np.int64))
+
+
+def test_pieces_are_contiguous_and_balanced(threads):
+    """Piece ``w`` of ``p`` is ``[w*n//p, (w+1)*n//p)``: check the split by recording which range ran where."""
+    P.set_num_threads(3)
+    seen: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def record(t0: int, t1: int) -> None:
+        with lock:
+            seen.append((t0, t1))
+
+    P.parallel_for(record, (), 10)
+    assert sorted(seen) == [(0, 3), (3, 6), (6, 10)]
+
+
+def test_an_error_in_a_worker_reaches_the_caller_after_all_pieces(threads):
+    P.set_num_threads(2)
+    hits = np.zeros(8, np.int64)
+    with pytest.raises(ValueError, match="task failed"):
+        P.parallel_for(_fail_at, (hits, 6), 8)  # task 6 is in the worker's piece
+    assert hits[:4].tolist() == [1, 1, 1, 1]  # the caller's piece completed
+    hits[:] = 0
+    P.parallel_for(_fail_at, (hits, -1), 8)  # the pool still works afterwards
+    assert hits.tolist() == [1] * 8
+
+
+def test_nested_use_runs_serially_instead_of_deadlocking(threads):
+    P.set_num_threads(2)
+    inner_hits = np.zeros(4, np.int64)
+
+    def outer(t0: int, t1: int) -> None:
+        for _ in range(t0, t1):
+            P.parallel_for(_mark, (inner_hits, np.zeros(4, np.int64), 0), 4)
+
+    P.parallel_for(outer, (), 2)
+    assert inner_hits.tolist() == [2, 2, 2, 2]
+
+
+def test_set_num_threads_validates(threads):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="set_num_threads"):
+            P.set_num_threads(bad)
+    P.set_num_threads(1)
+    assert P.get_num_threads() == 1
+
+
+def test_task_runners_run_the_same_compiled_function(threads):
+    P.set_num_threads(2)
+    par, ser = P.task_runners(_mark, lambda hits, owner, tag: hits.size)
+    assert par.dispatchers == ser.dispatchers == [_mark]
+    a, b = np.zeros(9, np.int64), np.zeros(9, np.int64)
+    par(a, np.zeros(9, np.int64), 0)
+    ser(b, np.zeros(9, np.int64), 0)
+    np.testing.assert_array_equal(a, b)
