@@ -3,7 +3,8 @@
     python benchmarks/run.py [--target cpu] [--quick]
 
 PyTorch eager (``pip install torch==2.13.0``, CPU build) is the baseline when installed (skipped otherwise);
-NumPy baselines always run. Every library gets the same thread count (``SYMDL_BENCH_THREADS``, default 2).
+ONNX Runtime (``pip install onnx onnxruntime``) too, for the conv-BN-ReLU inference net; NumPy baselines always
+run. Every library gets the same thread count (``SYMDL_BENCH_THREADS``, default 2).
 Prints a Markdown table: the median of three passes of ``repeat`` calls each, and symdl / baseline ratios.
 """
 
@@ -17,8 +18,8 @@ os.environ.setdefault("NUMBA_NUM_THREADS", os.environ.get("SYMDL_BENCH_THREADS",
 os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("SYMDL_BENCH_THREADS", "2"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-try:  # PyTorch first, so that its OpenMP runtime starts with its own defaults (symdl sets GOMP_SPINCOUNT=0
-    import torch  # noqa: F401  for Numba's OpenMP threads, which would otherwise also apply to torch's)
+try:  # PyTorch first: its baselines run with its own thread defaults
+    import torch  # noqa: F401
 except ImportError:
     pass
 
@@ -31,6 +32,7 @@ from common import (  # noqa: E402
     mlp_step,
     torch_or_none,
 )
+from ort_baseline import conv_bn_relu_net_ort  # noqa: E402
 
 import symdl as sd  # noqa: E402
 
@@ -90,6 +92,9 @@ def main() -> None:
         f, data = conv_bn_relu_net(args.target, batch)
         ours = median_time(lambda f=f, data=data: f(*data), rep)
         base = {"torch": median_time(tb.conv_bn_relu_net(torch, batch), rep)} if torch else {}
+        ort_run = conv_bn_relu_net_ort(batch)
+        if ort_run is not None:
+            base["ort"] = median_time(ort_run, rep)
         print(row(f"conv-BN-ReLU net inference (BN folded), batch {batch}", goal, ours, base))
     if args.target != "reference":
         print(f"\nMLP 784-512-512-10 train step memory: {peak_note}")

@@ -397,3 +397,28 @@ def test_pool_new_batch_and_image_size_do_not_recompile(rng):
     before = [len(d.signatures) for i in impls.values() for d in i.dispatchers]
     run_all((6, 3, 11, 5))
     assert [len(d.signatures) for i in impls.values() for d in i.dispatchers] == before
+
+
+@pytest.mark.parametrize("groups,k", [(1, 3), (2, 3), (1, 1)])
+def test_conv_forward_small_batch_splits_output_channels(rng, groups, k):
+    """A batch smaller than the thread count (batch-1 inference) splits each sample's GEMMs by output-channel
+    blocks across the threads; the result equals the serial kernel's and the reference's."""
+    from compiler.codegen.cpu.parallel import get_num_threads, set_num_threads
+
+    saved = get_num_threads()
+    set_num_threads(2)
+    try:
+        x_t, w_t = ph((None, 32, 48, 48), np.float64), ph((64, 32 // groups, k, k), np.float64)
+        node = sd.conv2d(x_t, w_t, padding=k // 2, groups=groups)
+        impl = L.conv_impl(node, "im2col")
+        x, w = randn(rng, (1, 32, 48, 48), np.float64), randn(rng, (64, 32 // groups, k, k), np.float64)
+        assert 64 * (32 // groups) * k * k * 48 * 48 >= L.PARALLEL_MIN_MACS
+        ref = node.op.perform(x, w)
+        out, out_serial = np.empty_like(ref), np.empty_like(ref)
+        impl.run(x, w, out)
+        impl.serial(x, w, out_serial)
+        np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10)
+        np.testing.assert_array_equal(out, out_serial)
+        assert L._conv_fwd_rows_range.signatures  # the split path ran
+    finally:
+        set_num_threads(saved)

@@ -332,6 +332,37 @@ def _conv_im2col_range(x, w, out, geom, groups, ws, t0, t1):  # noqa: ANN001, AN
 _conv_im2col_par, _conv_im2col_ser = task_runners(_conv_im2col_range, lambda x, w, out, geom, groups, ws: ws.shape[0])
 
 
+@njit(cache=True, nogil=True)
+def _conv_fwd_rows_range(w, cols, out, i, groups, nt, t0, t1):  # noqa: ANN001, ANN202
+    """Tasks ``t = g * nt + b`` of sample ``i``, its im2col ``cols`` (C*kh*kw, P) done: output-channel block ``b``
+    of ``nt`` of group ``g``, ``out[i, g][rows] = w[g][rows] @ cols[g]``. Splits one sample's GEMMs across the
+    threads when the batch is smaller than the thread count (batch-1 inference)."""
+    n, o_n, k, p = out.shape[0], w.shape[0], w.shape[1] * w.shape[2] * w.shape[3], out.shape[2] * out.shape[3]
+    og = o_n // groups
+    w3 = w.reshape((groups, og, k))
+    o4 = out.reshape((n, groups, og, p))
+    c3 = cols.reshape((groups, k, p))
+    for t in range(t0, t1):
+        g, b = t // nt, t % nt
+        r0, r1 = (b * og) // nt, ((b + 1) * og) // nt
+        if r1 > r0:
+            np.dot(w3[g][r0:r1], c3[g], o4[i, g][r0:r1])
+
+
+def _conv_fwd_small_batch(x, w, out, geom, groups, cols, threads):  # noqa: ANN001, ANN202
+    """The forward convolution sample by sample, each sample's GEMMs split by output-channel blocks across the
+    threads (``cols``: a (C*kh*kw, P) workspace)."""
+    kh, kw, oh, ow = w.shape[2], w.shape[3], out.shape[2], out.shape[3]
+    one = _conv_is_1x1(x, w, out, geom)
+    for i in range(x.shape[0]):
+        if one:
+            c = x[i].reshape(x.shape[1], oh * ow)
+        else:
+            _im2col_one(x[i : i + 1], cols, 0, kh, kw, oh, ow, geom)
+            c = cols
+        parallel_for(_conv_fwd_rows_range, (w, c, out, i, groups, threads), groups * threads)
+
+
 @njit(cache=True)
 def _gi_chunk(g, w, dx, dcols, t, nt, geom, groups):  # noqa: ANN001, ANN202
     """Samples ``[t*N/nt, (t+1)*N/nt)`` of the input gradient: per sample and group, ``dcols[t][g] =
@@ -588,11 +619,24 @@ def _wrap_conv(
     where ``kernel`` is ``par`` unless ``a`` is smaller than
     :data:`PARALLEL_MIN_SIZE`. With ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
     scratch = [np.empty(0)]
+    split_rows = par is _conv_im2col_par  # forward im2col: a batch smaller than the thread count splits GEMM rows
 
     def run(a: np.ndarray, b: np.ndarray, *rest: np.ndarray) -> None:
         a, b, out = _c(a), _c(b), rest[-1]
         if nsp == 1:
             a, b, out = _as4d(a), _as4d(b), _as4d(out)
+        threads = get_num_threads()
+        if (
+            split_rows
+            and a.shape[0] < threads
+            and b.shape[0] // groups >= 2 * threads
+            and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_MACS)
+        ):
+            rows, p = _WS_SHAPE[Conv](a, b, out)
+            if scratch[0].size < rows * p or scratch[0].dtype != a.dtype:
+                scratch[0] = np.empty(rows * p, a.dtype)
+            _conv_fwd_small_batch(a, b, out, geom, groups, scratch[0][: rows * p].reshape(rows, p), threads)
+            return
         parallel = par is not ser and a.size >= PARALLEL_MIN_SIZE
         kernel = par if parallel else ser
         args: tuple = (a, b, out, geom, groups)
