@@ -91,6 +91,9 @@ class CompiledKernel:
     source: str | None = None  # generated source, if any
     parallel: bool = False
     dispatchers: list[object] = field(default_factory=list)  # the Numba dispatchers behind run (compile stats)
+    #: ``aliased(pairs) -> run``: a variant for arguments where output ``j`` shares memory with input ``i``
+    #: (``pairs`` of ``(j, i)``), when the emitter has one (generated loops vectorise only when they see one name)
+    aliased: Callable[[tuple[tuple[int, int], ...]], Callable[..., object]] | None = None
 
     @property
     def name(self) -> str:

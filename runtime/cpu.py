@@ -108,6 +108,7 @@ class Instance:
         self.bound = bound
         self.outputs = [value(t) for t in prog.outputs]
         self._plan_fresh_outputs(bound, arrays)
+        self._use_alias_variants()
         for p, _ in prog.updates:
             value(p)
         self.stage_copies = [(self.staging[v.id], value(v)) for _, v in prog.updates if v.id in self.staging]
@@ -144,6 +145,29 @@ class Instance:
         self.copied_outputs = [
             (k, first[t.id] if first[t.id] in fresh_k else None) for k, t in enumerate(prog.outputs) if k not in fresh_k
         ]
+
+    def _use_alias_variants(self) -> None:
+        """Kernels whose output shares its buffer with one of its inputs (in-place reuse, parameter updates written
+        over the parameter) run the variant of their code that stores through the input's name, when the emitter
+        has one (``CompiledKernel.aliased``): generated loops vectorise only when LLVM sees one pointer. Argument
+        slots re-pointed at each call (fresh outputs, caller-bound inputs) are never paired."""
+        moving = {(id(args), pos) for *_, uses in self.fresh for args, pos in uses}
+        moving |= {(id(args), pos) for _, uses in self.patches for args, pos in uses}
+        for b, (k, (_, args)) in enumerate(zip(self.bound_steps, self.bound)):
+            ck = self.plan.steps[k].compiled
+            if ck.aliased is None:
+                continue
+            nin = len(self.plan.steps[k].inputs)
+            pairs = []
+            for j, out in enumerate(args[nin:]):
+                if (id(args), nin + j) in moving:
+                    continue
+                for i, a in enumerate(args[:nin]):
+                    if (id(args), i) not in moving and _same_memory(a, out):
+                        pairs.append((j, i))
+                        break
+            if pairs:
+                self.bound[b] = (ck.aliased(tuple(pairs)), args)
 
     def new_outputs(self) -> list[np.ndarray | None]:
         """Fresh arrays for the qualifying outputs, bound into the kernels' arguments (see above)."""
@@ -207,6 +231,17 @@ class Instance:
             np.copyto(dst, src)
         for dst, src in self.update_copies:
             np.copyto(dst, src)
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same elements of the same memory (same start, shape and strides)."""
+    if a is b:
+        return True
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
 
 
 def _in_place_updates(plan: Plan, staged: set[int]) -> list[tuple[Parameter, Tensor]]:

@@ -164,8 +164,10 @@ def test_sum_of_empty_is_zero():
 
 @pytest.fixture
 def many_threads(monkeypatch):
-    """Plan schedules as on an 8-thread machine (splits reductions into chunks even on a 2-core CI box)."""
+    """Plan schedules as on an 8-thread machine (splits reductions into chunks even on a 2-core CI box), with
+    the parallel size threshold lowered so that these test sizes take the parallel path."""
     monkeypatch.setattr(M, "_threads", lambda: 8)
+    monkeypatch.setattr(M, "PARALLEL_MIN_SIZE", 1 << 12)
 
 
 @pytest.mark.parametrize("shape_axis", [((300_000,), None), ((64, 2048), 0), ((2048, 64), 1), ((8, 4096, 3), 1)])

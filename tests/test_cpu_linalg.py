@@ -211,9 +211,10 @@ def test_blas_behind_numba_runs_single_threaded():
 
 
 @pytest.mark.parametrize("left", ["C", "F"])
-def test_large_gemm_split_across_threads_matches_one_gemm(rng, left):
+def test_large_gemm_split_across_threads_matches_one_gemm(rng, left, monkeypatch):
     """GEMMs of >= PARALLEL_MIN_MACS run as row blocks on the runtime's threads (an F-contiguous left operand,
     a transposed view, is copied first); the result equals one BLAS call."""
+    monkeypatch.setattr(L, "PARALLEL_MIN_MACS", 1 << 20)
     a_t, b_t = ph((None, 96), np.float64), ph((96, 160), np.float64)
     node = a_t @ b_t
     impl = L.matmul_factory(node)
@@ -400,11 +401,12 @@ def test_pool_new_batch_and_image_size_do_not_recompile(rng):
 
 
 @pytest.mark.parametrize("groups,k", [(1, 3), (2, 3), (1, 1)])
-def test_conv_forward_small_batch_splits_output_channels(rng, groups, k):
+def test_conv_forward_small_batch_splits_output_channels(rng, groups, k, monkeypatch):
     """A batch smaller than the thread count (batch-1 inference) splits each sample's GEMMs by output-channel
     blocks across the threads; the result equals the serial kernel's and the reference's."""
     from compiler.codegen.cpu.parallel import get_num_threads, set_num_threads
 
+    monkeypatch.setattr(L, "PARALLEL_MIN_MACS", 1 << 21)
     saved = get_num_threads()
     set_num_threads(2)
     try:

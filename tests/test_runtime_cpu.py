@@ -503,3 +503,49 @@ def test_update_shape_mismatch_at_run_time_matches_reference():
     assert str(e_cpu.value) == str(e_ref.value)
     cpu(np.ones(2, "float32"))
     np.testing.assert_array_equal(W.value, [2, 2])
+
+
+def test_in_place_kernels_run_their_aliased_variant_and_match_the_reference():
+    """An update written over its parameter (and the anchor buffer an epilogue loop reads and rewrites) runs the
+    code variant that stores through the input's name: LLVM vectorises a loop only when it sees one pointer."""
+    xs = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    results = {}
+    for target in ("reference", "cpu"):
+        x = sd.placeholder((None, 8), name="x")
+        w = sd.parameter(np.linspace(-1, 1, 8 * 16, dtype=np.float32).reshape(8, 16), name="w")
+        m = sd.parameter(np.zeros((8, 16), np.float32), name="m", trainable=False)
+        h = sd.relu(x @ w + 0.5)  # a matmul epilogue: its loop reads and writes the anchor's buffer
+        loss = sd.sum(h * h)
+        (gw,) = sd.grad(loss, [w])
+        m_new = m * 0.9 + sd.tanh(m) + 0.1  # an elementwise update of m, written over m
+        f = sd.compile([x], [loss], updates={m: m_new, w: w - 0.01 * gw}, target=target)
+        results[target] = [f(xs)[0] for _ in range(3)] + [w.value.copy(), m.value.copy()]
+        if target == "cpu":
+            inst = f._executor._last
+            steps = f.plan.steps
+            bound = dict(zip(inst.bound_steps, (run for run, _ in inst.bound)))
+            kinds = {"elementwise": 0, "epilogue": 0}
+            for k, run in bound.items():
+                s = steps[k]
+                if s.kind == "elementwise" and s.role == "update":
+                    assert s.compiled.aliased is not None and run is not s.compiled.run  # the in-place variant
+                    kinds["elementwise"] += 1
+                if s.kind == "epilogue":  # its loop kernel is built aliased: the source says so
+                    assert "share memory" in (s.compiled.source or "")
+                    kinds["epilogue"] += 1
+            assert kinds["elementwise"] >= 1 and kinds["epilogue"] >= 1
+    for a, b in zip(results["reference"], results["cpu"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_a_fresh_program_output_is_never_stored_through_an_aliased_input():
+    """An in-place output that is also returned as a fresh array each call must not be paired with the input
+    whose buffer it took at bind time (the fresh array replaces it at every call)."""
+    x = sd.placeholder((None, 6), name="x")
+    y = sd.softmax(x, axis=1) * 2.0 + 1.0  # the elementwise kernel may take softmax's dying buffer in place
+    f = sd.compile([x], [y], target="cpu")
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        xs = rng.standard_normal((5, 6)).astype(np.float32)
+        e = np.exp(xs - xs.max(1, keepdims=True))
+        np.testing.assert_allclose(f(xs)[0], 2 * e / e.sum(1, keepdims=True) + 1, rtol=1e-5)

@@ -70,7 +70,11 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
 
     split = split_epilogue(kernel, REDUCTION_OPS)
     impl = library_impl(split.anchor)
-    ew = build_reduction(split.loop) if split.loop.kind == "reduction" else build_elementwise(split.loop)
+    # the loop reads the anchor's value (its input 0) from the buffer it stores its first output into
+    if split.loop.kind == "reduction":
+        ew = build_reduction(split.loop, ((0, 0),) if len(split.loop.outputs) > 1 else ())
+    else:
+        ew = build_elementwise(split.loop, ((0, 0),))
     return CompiledKernel(
         kernel,
         run=split.chain(impl.run, ew.run),

@@ -31,8 +31,12 @@ from symdl.graph import Tensor
 from symdl.ops.elementwise import FillLike
 from symdl.ops.shape import BroadcastLike
 
-#: loops with more elements than this run the parallel function
-PARALLEL_THRESHOLD = 2**15
+#: ``(output index, input index)`` pairs of a kernel's arguments that share memory
+Aliases = tuple[tuple[int, int], ...]
+
+#: loops with more elements than this are split across the threads: handing a piece to another thread costs
+#: 70-100 us on this 2-core VM (thread wake-ups), so only loops of ~0.3 ms or more gain
+PARALLEL_THRESHOLD = 2**20
 
 _INDENT = "    "
 
@@ -70,10 +74,10 @@ def read_inputs(node: Tensor) -> tuple[Tensor, ...]:
     return node.inputs
 
 
-def _statements(kernel: Kernel, shape: tuple) -> list[list[str]]:
+def _statements(kernel: Kernel, shape: tuple, aliases: Aliases = ()) -> list[list[str]]:
     """The statements of the loop nest, by depth: loads and member values sit at the shallowest loop where
-    they are invariant (loop-invariant code motion; also keeps 0-d loads out of ``prange`` bodies), stores at
-    the innermost."""
+    they are invariant (loop-invariant code motion), stores at the innermost. An output that shares memory with
+    an input (``aliases``: ``(output, input)`` index pairs) is stored through the input's name."""
     rank = len(shape)
     levels: list[list[str]] = [[] for _ in range(rank + 1)]
     names: dict[int, str] = {}
@@ -91,11 +95,11 @@ def _statements(kernel: Kernel, shape: tuple) -> list[list[str]]:
         levels[d].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
     store_idx = ", ".join(f"i{a}" for a in range(rank)) if rank else "()"
     for j, t in enumerate(kernel.outputs):
-        levels[rank].append(f"out{j}[{store_idx}] = {names[t.id]}")
+        levels[rank].append(f"{store_name(j, aliases)}[{store_idx}] = {names[t.id]}")
     return levels
 
 
-def _function(name: str, kernel: Kernel, shape: tuple) -> list[str]:
+def _function(name: str, kernel: Kernel, shape: tuple, aliases: Aliases = ()) -> list[str]:
     rank = len(shape)
     params = [f"in{j}" for j in range(len(kernel.inputs))] + [f"out{j}" for j in range(len(kernel.outputs))]
     if rank:
@@ -109,7 +113,7 @@ def _function(name: str, kernel: Kernel, shape: tuple) -> list[str]:
         sliced += [f"out{j}" for j in range(len(kernel.outputs))]
         lines += [_INDENT + f"{a} = {a}[t0:t1]" for a in sliced]
     lines += [_INDENT + f"n{a} = out0.shape[{a}]" for a in range(rank)]
-    levels = _statements(kernel, shape)
+    levels = _statements(kernel, shape, aliases)
     for d, stmts in enumerate(levels):
         lines += [_INDENT * (d + 1) + s for s in stmts]
         if d < rank:
@@ -117,13 +121,16 @@ def _function(name: str, kernel: Kernel, shape: tuple) -> list[str]:
     return lines
 
 
-def emit_source(kernel: Kernel) -> str:
-    """The generated module of an elementwise kernel (``kernel_range`` for loops of rank >= 1)."""
+def emit_source(kernel: Kernel, aliases: Aliases = ()) -> str:
+    """The generated module of an elementwise kernel (``kernel_range`` for loops of rank >= 1); ``aliases``:
+    see :func:`build_elementwise`."""
     shape = loop_shape(kernel)
     ops = "+".join(n.op.name for n in kernel.nodes)
     lines = [f'"""symdl elementwise kernel: {ops}; loop rank {len(shape)}."""', "", prelude()]
     lines += ["from compiler.codegen.cpu.fastmath import exp_f32, tanh_f32", f"FASTMATH = {FASTMATH_VERSION!r}", ""]
-    lines += _function("kernel_range" if shape else "kernel_serial", kernel, shape)
+    if aliases:
+        lines += [f"# outputs stored through the inputs they share memory with: {aliases}"]
+    lines += _function("kernel_range" if shape else "kernel_serial", kernel, shape, aliases)
     return "\n".join(lines) + "\n"
 
 
@@ -141,18 +148,48 @@ def _dispatch(kernel: Callable, out_pos: int, threshold: int | None) -> Callable
     return run
 
 
-def build_elementwise(kernel: Kernel, inplace: dict[int, int] | None = None) -> CompiledKernel:
+def build_elementwise(kernel: Kernel, aliases: Aliases = ()) -> CompiledKernel:
     """Generate, cache and load the Numba kernel of an elementwise group.
 
-    ``run(*inputs, *outputs)`` picks the parallel function when the loop has more than
-    :data:`PARALLEL_THRESHOLD` elements. ``inplace`` (output index -> input index sharing its memory) needs no
-    special code: every element's inputs are loaded before its outputs are stored.
+    ``run(*inputs, *outputs)`` splits the loop across threads when it has more than :data:`PARALLEL_THRESHOLD`
+    elements. An output may share memory with a same-shaped input (every element's inputs are loaded before its
+    outputs are stored); ``aliases`` (``(output, input)`` index pairs known to share memory) makes the generated
+    code store through the input's name, so that LLVM sees one pointer: with two names for the same memory it
+    cannot prove the loads and stores independent and gives up vectorising (Adam's in-place update: 6x
+    slower). ``CompiledKernel.aliased(pairs)`` returns the run function of that variant (generated on first use).
     """
-    source = emit_source(kernel)
+    source = emit_source(kernel, aliases)
     mod = load_module(source, kernel.name)
     if not loop_shape(kernel):
         serial = mod.kernel_serial
         return CompiledKernel(kernel, run=serial, serial=serial, source=source, dispatchers=[serial])
     fn, out_pos = mod.kernel_range, len(kernel.inputs)
     run, serial = _dispatch(fn, out_pos, PARALLEL_THRESHOLD), _dispatch(fn, out_pos, None)
-    return CompiledKernel(kernel, run=run, serial=serial, source=source, parallel=True, dispatchers=[fn])
+    ck = CompiledKernel(kernel, run=run, serial=serial, source=source, parallel=True, dispatchers=[fn])
+    if not aliases:
+        ck.aliased = alias_variants(ck, lambda pairs: build_elementwise(kernel, pairs))
+    return ck
+
+
+def store_name(j: int, aliases: Aliases) -> str:
+    """The name output ``j`` is stored through: its aliased input's, or its own."""
+    return next((f"in{i}" for o, i in aliases if o == j), f"out{j}")
+
+
+def alias_variants(ck: CompiledKernel, build: Callable[[Aliases], CompiledKernel]) -> Callable[[Aliases], Callable]:
+    """``aliased(pairs) -> run`` for ``ck``: the variant storing through aliased inputs, built once per ``pairs``
+    (its dispatchers are added to ``ck``'s, so compile statistics count them)."""
+    cache: dict[Aliases, Callable] = {}
+
+    def aliased(pairs: Aliases) -> Callable:
+        pairs = tuple(sorted(pairs))
+        if not pairs:
+            return ck.run
+        run = cache.get(pairs)
+        if run is None:
+            variant = build(pairs)
+            ck.dispatchers.extend(variant.dispatchers)
+            run = cache[pairs] = variant.run
+        return run
+
+    return aliased

@@ -63,12 +63,13 @@ __all__ = [
 
 configure_blas()  # one BLAS thread: the runtime's threads split the work (see compiler.codegen.cpu.blas)
 
-#: GEMMs with at least this many multiply-adds split their rows across the threads (~40 us single-threaded here)
-PARALLEL_MIN_MACS = 1 << 21
+#: GEMMs and convolutions with at least this many multiply-adds split across the threads (~0.4 ms single-threaded
+#: here; handing work to another thread costs 70-100 us on this 2-core VM)
+PARALLEL_MIN_MACS = 1 << 24
 
-#: Calls whose first input has fewer elements run the serial twin: waking the worker threads costs more than
-#: it saves (a tiny parallel max-pool measured ~200 us against ~3 us serial on a busy 2-core machine).
-PARALLEL_MIN_SIZE = 1 << 15
+#: Pooling calls whose input has fewer elements run the serial twin: waking the worker threads costs more than
+#: it saves.
+PARALLEL_MIN_SIZE = 1 << 18
 
 
 def _c(a: np.ndarray) -> np.ndarray:
@@ -607,6 +608,15 @@ _WS_SHAPE: dict[type, Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[int, 
 }
 
 
+#: ``(op class) → macs(a, b, out)``: the multiply-adds of one call (``(x, w, out)``, ``(g, w, dx)``, ``(x, g, dw)``):
+#: the gradient/output pixels times the window times the input channels per group.
+_CONV_MACS: dict[type, Callable[[np.ndarray, np.ndarray, np.ndarray], int]] = {
+    Conv: lambda x, w, out: out.size * w.shape[1] * w.shape[2] * w.shape[3],
+    ConvGradInput: lambda g, w, dx: g.size * w.shape[1] * w.shape[2] * w.shape[3],
+    ConvGradWeight: lambda x, g, dw: g.size * dw.shape[1] * dw.shape[2] * dw.shape[3],
+}
+
+
 def _wrap_conv(
     par: Callable[..., None],
     ser: Callable[..., None],
@@ -614,10 +624,11 @@ def _wrap_conv(
     groups: int,
     nsp: int,
     ws_shape: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[int, int]] | None,
+    macs: Callable[[np.ndarray, np.ndarray, np.ndarray], int],
 ) -> Callable[..., None]:
     """``run(a, b, [ref,] out)`` calling ``kernel(a, b, out, geom, groups[, ws])`` on C-contiguous 4-d arrays,
-    where ``kernel`` is ``par`` unless ``a`` is smaller than
-    :data:`PARALLEL_MIN_SIZE`. With ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
+    where ``kernel`` is ``par`` for calls of at least :data:`PARALLEL_MIN_MACS` multiply-adds (``macs``). With
+    ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
     scratch = [np.empty(0)]
     split_rows = par is _conv_im2col_par  # forward im2col: a batch smaller than the thread count splits GEMM rows
 
@@ -637,7 +648,7 @@ def _wrap_conv(
                 scratch[0] = np.empty(rows * p, a.dtype)
             _conv_fwd_small_batch(a, b, out, geom, groups, scratch[0][: rows * p].reshape(rows, p), threads)
             return
-        parallel = par is not ser and a.size >= PARALLEL_MIN_SIZE
+        parallel = par is not ser and a.shape[0] > 1 and macs(a, b, out) >= PARALLEL_MIN_MACS
         kernel = par if parallel else ser
         args: tuple = (a, b, out, geom, groups)
         if ws_shape is not None:
@@ -662,10 +673,10 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     geom = _conv_geom(op)
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
     return LibraryImpl(
-        _wrap_conv(par, ser, geom, op.groups, nsp, ws_shape),
+        _wrap_conv(par, ser, geom, op.groups, nsp, ws_shape, _CONV_MACS[type(op)]),
         par.dispatchers,
         parallel=True,
-        serial=_wrap_conv(ser, ser, geom, op.groups, nsp, ws_shape),
+        serial=_wrap_conv(ser, ser, geom, op.groups, nsp, ws_shape, _CONV_MACS[type(op)]),
     )
 
 

@@ -64,7 +64,7 @@ from symdl.ops.shape import (
 
 __all__ = ["PARALLEL_MIN_SIZE", "ReducePlan", "reduce_plan"]
 
-PARALLEL_MIN_SIZE = 1 << 15  # inputs smaller than this run the serial twin (thread start-up dominates)
+PARALLEL_MIN_SIZE = 1 << 18  # inputs smaller than this run the serial twin (waking a thread costs 70-100 us)
 _TASKS_PER_THREAD = 4  # aim for this many tasks per thread (load balance)
 _MIN_CHUNK = 4096  # fewest elements of a reduced axis per chunk when a reduction is split along it
 _JIT = {"cache": True, "error_model": "numpy"}  # numpy error model: x/0 gives inf/nan, never raises

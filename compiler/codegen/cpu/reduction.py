@@ -30,7 +30,14 @@ import numba
 import numpy as np
 
 from compiler.codegen.cache import NJIT_FLAGS, load_module
-from compiler.codegen.cpu.elementwise import PARALLEL_THRESHOLD, _index, read_inputs
+from compiler.codegen.cpu.elementwise import (
+    PARALLEL_THRESHOLD,
+    Aliases,
+    _index,
+    alias_variants,
+    read_inputs,
+    store_name,
+)
 from compiler.codegen.cpu.fastmath import FASTMATH_VERSION
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for
 from compiler.codegen.scalar import prelude, scalar_expr
@@ -61,8 +68,8 @@ def reduced_axes(node: Tensor) -> tuple[int, ...] | None:
     return None
 
 
-def emit_source(kernel: Kernel) -> str:
-    """The generated module of a reduction kernel."""
+def emit_source(kernel: Kernel, aliases: Aliases = ()) -> str:
+    """The generated module of a reduction kernel (``aliases``: see :func:`build_elementwise`)."""
     r = kernel.nodes[-1]
     shape = tuple(r.inputs[0].shape)
     axes = reduced_axes(r)
@@ -70,11 +77,13 @@ def emit_source(kernel: Kernel) -> str:
     ops = "+".join(n.op.name for n in kernel.nodes)
     lines = [f'"""symdl reduction kernel: {ops}; loop rank {len(shape)}, summed axes {axes}."""', "", prelude()]
     lines += ["from compiler.codegen.cpu.fastmath import exp_f32, tanh_f32", f"FASTMATH = {FASTMATH_VERSION!r}", ""]
-    lines += _function("kernel_range", kernel, shape, axes)
+    if aliases:
+        lines += [f"# outputs stored through the inputs they share memory with: {aliases}"]
+    lines += _function("kernel_range", kernel, shape, axes, aliases)
     return "\n".join(lines) + "\n"
 
 
-def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...]) -> list[str]:
+def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...], aliases: Aliases = ()) -> list[str]:
     rank = len(shape)
     r = kernel.nodes[-1]
     members = kernel.nodes[:-1]
@@ -101,7 +110,7 @@ def _function(name: str, kernel: Kernel, shape: tuple, axes: tuple[int, ...]) ->
         levels[d].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
     store_idx = ", ".join(f"i{a}" for a in range(rank))
     for j, t in enumerate(stored):
-        levels[rank].append(f"out{j}[{store_idx}] = {names[t.id]}")
+        levels[rank].append(f"{store_name(j, aliases)}[{store_idx}] = {names[t.id]}")
     levels[rank].append(f"s += {names[r.inputs[0].id]}")
     acc_idx = ", ".join("0" if a in axes else f"i{a}" for a in range(rank))
 
@@ -146,12 +155,13 @@ def _keep_shape(dims: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...]
     return tuple(1 if a in axes else d for a, d in enumerate(dims))
 
 
-def build_reduction(kernel: Kernel) -> CompiledKernel:
-    """Generate, cache and load a reduction kernel; ``run(*inputs, *outputs)``."""
+def build_reduction(kernel: Kernel, aliases: Aliases = ()) -> CompiledKernel:
+    """Generate, cache and load a reduction kernel; ``run(*inputs, *outputs)``. ``aliases``: stored outputs that
+    share memory with inputs (see :func:`compiler.codegen.cpu.elementwise.build_elementwise`)."""
     r = kernel.nodes[-1]
     axes = reduced_axes(r)
     assert axes is not None and r.inputs[0].ndim >= 1
-    source = emit_source(kernel)
+    source = emit_source(kernel, aliases)
     mod = load_module(source, kernel.name)
     nin, nstored = len(kernel.inputs), len(kernel.outputs) - 1
     shapes = [t.shape for t in kernel.inputs]
@@ -194,7 +204,7 @@ def build_reduction(kernel: Kernel) -> CompiledKernel:
 
         return run
 
-    return CompiledKernel(
+    ck = CompiledKernel(
         kernel,
         run=make(True),
         serial=make(False),
@@ -202,3 +212,6 @@ def build_reduction(kernel: Kernel) -> CompiledKernel:
         parallel=True,
         dispatchers=[fn, combine],
     )
+    if not aliases and nstored:
+        ck.aliased = alias_variants(ck, lambda pairs: build_reduction(kernel, pairs))
+    return ck
