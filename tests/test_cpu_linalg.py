@@ -210,23 +210,35 @@ def test_blas_behind_numba_runs_single_threaded():
     assert [get() for get, _ in controls] == [1] * len(controls)
 
 
+@pytest.mark.parametrize("path", ["blas-threads", "row-blocks"])
 @pytest.mark.parametrize("left", ["C", "F"])
-def test_large_gemm_split_across_threads_matches_one_gemm(rng, left, monkeypatch):
-    """GEMMs of >= PARALLEL_MIN_MACS run as row blocks on the runtime's threads (an F-contiguous left operand,
-    a transposed view, is copied first); the result equals one BLAS call."""
+def test_large_gemm_on_all_threads_matches_one_gemm(rng, left, path, monkeypatch):
+    """GEMMs of >= PARALLEL_MIN_MACS run on all of BLAS's threads for that call (its count goes back to one
+    afterwards), or, where BLAS cannot be controlled, as row blocks on the runtime's threads (an F-contiguous left
+    operand, a transposed view, is copied first); either way the result equals one single-threaded BLAS call."""
+    from compiler.codegen.cpu import blas
+    from compiler.codegen.cpu.parallel import get_num_threads, set_num_threads
+
     monkeypatch.setattr(L, "PARALLEL_MIN_MACS", 1 << 20)
-    a_t, b_t = ph((None, 96), np.float64), ph((96, 160), np.float64)
-    node = a_t @ b_t
-    impl = L.matmul_factory(node)
-    a = randn(rng, (200, 96), np.float64)
-    if left == "F":
-        a = np.asfortranarray(a)
-    b = randn(rng, (96, 160), np.float64)
-    assert a.shape[0] * 96 * 160 >= L.PARALLEL_MIN_MACS
-    out = np.empty((200, 160))
-    impl.run(a, b, out)
+    if path == "row-blocks":
+        monkeypatch.setattr(L, "run_with_blas_threads", lambda *args: False)
+    saved = get_num_threads()
+    set_num_threads(2)
+    try:
+        a_t, b_t = ph((None, 96), np.float64), ph((96, 160), np.float64)
+        impl = L.matmul_factory(a_t @ b_t)
+        a = randn(rng, (200, 96), np.float64)
+        if left == "F":
+            a = np.asfortranarray(a)
+        b = randn(rng, (96, 160), np.float64)
+        out = np.empty((200, 160))
+        impl.run(a, b, out)
+    finally:
+        set_num_threads(saved)
     np.testing.assert_allclose(out, a @ b, rtol=1e-12, atol=1e-12)
-    assert L._matmul_rows_range.signatures  # the split path ran
+    if path == "row-blocks":
+        assert L._matmul_rows_range.signatures  # the split path ran
+    assert [get() for get, _ in blas.openblas_thread_controls()] == [1] * len(blas.openblas_thread_controls())
 
 
 def test_conv_public_api_same_padding(rng):

@@ -9,9 +9,9 @@ So a new batch size or image size never recompiles; Numba specialises on dtype (
 
 - **matmul**: BLAS through ``np.dot(a, b, out)`` inside njit. A rank-2 right operand folds the left operand's
   batch dims into its rows (one GEMM); otherwise one GEMM per broadcast batch element. A GEMM of at least
-  :data:`PARALLEL_MIN_MACS` multiply-adds is split into row blocks, one per thread (an F-contiguous left
-  operand, a transposed view, is first copied C-contiguous: a few percent of the GEMM); batched ones split
-  their batch.
+  :data:`PARALLEL_MIN_MACS` multiply-adds runs on all threads of the (otherwise single-threaded) BLAS for that
+  call, or, where the BLAS cannot be controlled, is split into row blocks on the runtime's threads (an
+  F-contiguous left operand, a transposed view, is first copied C-contiguous); batched ones split their batch.
 - **conv** (1-d is run as 2-d with a unit height): per sample, ``im2col`` into a cache-sized workspace + one GEMM
   per group (the forward GEMM writes the NCHW output block directly; a plain 1x1 convolution skips im2col), or
   a direct loop nest for thin grouped convolutions such as depthwise (:data:`CONV_ALGOS`,
@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from compiler.codegen.cpu.blas import configure_blas
+from compiler.codegen.cpu.blas import configure_blas, run_with_blas_threads
 from compiler.codegen.cpu.library import LibraryImpl, register
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
 from symdl.graph import Tensor
@@ -136,6 +136,8 @@ def _gemm_2d(dispatchers: list[object]) -> Callable[[np.ndarray, np.ndarray, np.
         threads = get_num_threads()
         if threads == 1 or m < 2 * threads or m * k * b.shape[1] < PARALLEL_MIN_MACS:
             _matmul2d(a, b, out)
+            return
+        if run_with_blas_threads(threads, _matmul2d, a, b, out):  # BLAS's own threads hand off fastest
             return
         if not a.flags.c_contiguous:  # a transposed view: copy it row-major into a reused buffer
             if scratch[0].size < a.size or scratch[0].dtype != a.dtype:
