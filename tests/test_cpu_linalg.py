@@ -215,7 +215,7 @@ def test_blas_behind_numba_runs_single_threaded():
 def test_large_gemm_on_all_threads_matches_one_gemm(rng, left, path, monkeypatch):
     """GEMMs of >= PARALLEL_MIN_MACS run on all of BLAS's threads for that call (its count goes back to one
     afterwards), or, where BLAS cannot be controlled, as row blocks on the runtime's threads (an F-contiguous left
-    operand, a transposed view, is copied first); either way the result equals one single-threaded BLAS call."""
+    operand, a transposed view, is sliced as it is); either way the result equals one single-threaded BLAS call."""
     from compiler.codegen.cpu import blas
     from compiler.codegen.cpu.parallel import get_num_threads, set_num_threads
 
@@ -436,3 +436,28 @@ def test_conv_forward_small_batch_splits_output_channels(rng, groups, k, monkeyp
         assert L._conv_fwd_rows_range.signatures  # the split path ran
     finally:
         set_num_threads(saved)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gemm_every_layout_and_accumulate(rng, dtype):
+    """compiler.codegen.cpu.gemm: C/F operands, row slices and transposes, beta 0 and 1, empty dims, refusal."""
+    from compiler.codegen.cpu.gemm import gemm
+
+    tol = {"rtol": RTOL[np.dtype(dtype)], "atol": RTOL[np.dtype(dtype)]}
+    for la in "CF":
+        for lb in "CF":
+            for m, k, n in [(6, 25, 31), (1, 5, 3), (7, 1, 4), (5, 3, 1), (0, 3, 4), (3, 0, 4)]:
+                a = np.asarray(randn(rng, (m, k), dtype), order=la)
+                b = np.asarray(randn(rng, (k, n), dtype), order=lb)
+                out = randn(rng, (m, n), dtype)
+                before = out.copy()
+                gemm(a, b, out, 1.0)
+                np.testing.assert_allclose(out, before + a @ b, **tol)
+                gemm(a, b, out, 0.0)
+                np.testing.assert_allclose(out, a @ b, **tol)
+    big, b = randn(rng, (12, 9), dtype), randn(rng, (8, 6), dtype)
+    out = np.zeros((9, 6), dtype)
+    gemm(big[2:10].T, b, out, 0.0)  # a transposed row slice: columns contiguous, leading dim 9
+    np.testing.assert_allclose(out, big[2:10].T @ b, **tol)
+    with pytest.raises(ValueError, match="contiguous"):
+        gemm(big[:, ::2], randn(rng, (5, 6), dtype), np.zeros((12, 6), dtype), 0.0)

@@ -7,11 +7,11 @@ shape-dependent is baked into a compiled function: sizes are read from the array
 output sizes), only the op's props (stride, padding, dilation, groups, window) are passed, as one int tuple.
 So a new batch size or image size never recompiles; Numba specialises on dtype (float32/float64) only.
 
-- **matmul**: BLAS through ``np.dot(a, b, out)`` inside njit. A rank-2 right operand folds the left operand's
-  batch dims into its rows (one GEMM); otherwise one GEMM per broadcast batch element. A GEMM of at least
-  :data:`PARALLEL_MIN_MACS` multiply-adds runs on all threads of the (otherwise single-threaded) BLAS for that
-  call, or, where the BLAS cannot be controlled, is split into row blocks on the runtime's threads (an
-  F-contiguous left operand, a transposed view, is first copied C-contiguous); batched ones split their batch.
+- **matmul**: BLAS GEMM called from njit code (:func:`compiler.codegen.cpu.gemm.gemm`; transposed operands cost
+  no copy). A rank-2 right operand folds the left operand's batch dims into its rows (one GEMM); otherwise one
+  GEMM per broadcast batch element. A GEMM of at least :data:`PARALLEL_MIN_MACS` multiply-adds runs on all
+  threads of the (otherwise single-threaded) BLAS for that call, or, where the BLAS cannot be controlled, is
+  split into row blocks on the runtime's threads; batched ones split their batch.
 - **conv** (1-d is run as 2-d with a unit height): per sample, ``im2col`` into a cache-sized workspace + one GEMM
   per group (the forward GEMM writes the NCHW output block directly; a plain 1x1 convolution skips im2col), or
   a direct loop nest for thin grouped convolutions such as depthwise (:data:`CONV_ALGOS`,
@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.blas import configure_blas, run_with_blas_threads
+from compiler.codegen.cpu.gemm import gemm
 from compiler.codegen.cpu.library import LibraryImpl, register
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
 from symdl.graph import Tensor
@@ -105,33 +106,32 @@ def _valid_range(off: int, step: int, size: int, nout: int) -> tuple[int, int]:
 @njit(cache=True, nogil=True)
 def _matmul2d(a, b, out):  # noqa: ANN001, ANN202
     """``out = a @ b`` for (m, k), (k, n) C- or F-contiguous and (m, n) C-contiguous: one BLAS GEMM."""
-    np.dot(a, b, out)
+    gemm(a, b, out, 0.0)
 
 
 @njit(cache=True, nogil=True)
 def _matmul_rows_range(a, b, out, nt, t0, t1):  # noqa: ANN001, ANN202
-    """Row blocks ``t0 <= t < t1`` of ``nt`` of ``out = a @ b`` (``a`` C-contiguous): one GEMM each."""
+    """Row blocks ``t0 <= t < t1`` of ``nt`` of ``out = a @ b``: one GEMM each."""
     m = a.shape[0]
     for t in range(t0, t1):
         r0, r1 = (t * m) // nt, ((t + 1) * m) // nt
         if r1 > r0:
-            np.dot(a[r0:r1], b, out[r0:r1])
+            gemm(a[r0:r1], b, out[r0:r1], 0.0)
 
 
 @njit(cache=True, nogil=True)
 def _matmul_batched_range(a, b, out, a_idx, b_idx, t0, t1):  # noqa: ANN001, ANN202
     """``out[i] = a[a_idx[i]] @ b[b_idx[i]]`` for ``t0 <= i < t1`` over 3-d C-contiguous stacks."""
     for i in range(t0, t1):
-        np.dot(a[a_idx[i]], b[b_idx[i]], out[i])
+        gemm(a[a_idx[i]], b[b_idx[i]], out[i], 0.0)
 
 
 def _gemm_2d(dispatchers: list[object]) -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     """``gemm(a, b, out)`` for 2-d operands (``a``, ``b`` C- or F-contiguous, ``out`` C-contiguous): one BLAS call,
     or row blocks on the runtime's threads for GEMMs of at least :data:`PARALLEL_MIN_MACS`."""
-    scratch = [np.empty(0, np.float32)]
     dispatchers += [_matmul2d, _matmul_rows_range]
 
-    def gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    def run_gemm(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
         m, k = a.shape
         threads = get_num_threads()
         if threads == 1 or m < 2 * threads or m * k * b.shape[1] < PARALLEL_MIN_MACS:
@@ -139,15 +139,9 @@ def _gemm_2d(dispatchers: list[object]) -> Callable[[np.ndarray, np.ndarray, np.
             return
         if run_with_blas_threads(threads, _matmul2d, a, b, out):  # BLAS's own threads hand off fastest
             return
-        if not a.flags.c_contiguous:  # a transposed view: copy it row-major into a reused buffer
-            if scratch[0].size < a.size or scratch[0].dtype != a.dtype:
-                scratch[0] = np.empty(a.size, a.dtype)
-            c = scratch[0][: a.size].reshape(a.shape)
-            np.copyto(c, a)
-            a = c
         parallel_for(_matmul_rows_range, (a, b, out, threads), threads)
 
-    return gemm
+    return run_gemm
 
 
 def _batch_maps(a_batch: tuple[int, ...], b_batch: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -319,11 +313,11 @@ def _conv_fwd_chunk(x, w, out, cols, t, nt, geom, groups):  # noqa: ANN001, ANN2
     for i in range((t * n) // nt, ((t + 1) * n) // nt):
         if one:
             for g in range(groups):
-                np.dot(w3[g], x4[i, g], o4[i, g])
+                gemm(w3[g], x4[i, g], o4[i, g], 0.0)
         else:
             _im2col_one(x[i : i + 1], cols[t], 0, kh, kw, oh, ow, geom)
             for g in range(groups):
-                np.dot(w3[g], c3[g], o4[i, g])
+                gemm(w3[g], c3[g], o4[i, g], 0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -349,7 +343,7 @@ def _conv_fwd_rows_range(w, cols, out, i, groups, nt, t0, t1):  # noqa: ANN001, 
         g, b = t // nt, t % nt
         r0, r1 = (b * og) // nt, ((b + 1) * og) // nt
         if r1 > r0:
-            np.dot(w3[g][r0:r1], c3[g], o4[i, g][r0:r1])
+            gemm(w3[g][r0:r1], c3[g], o4[i, g][r0:r1], 0.0)
 
 
 def _conv_fwd_small_batch(x, w, out, geom, groups, cols, threads):  # noqa: ANN001, ANN202
@@ -378,7 +372,7 @@ def _gi_chunk(g, w, dx, dcols, t, nt, geom, groups):  # noqa: ANN001, ANN202
     d3 = dcols[t].reshape((groups, k, p))
     for i in range((t * n) // nt, ((t + 1) * n) // nt):
         for gr in range(groups):
-            np.dot(w3[gr].T, g4[i, gr], d3[gr])
+            gemm(w3[gr].T, g4[i, gr], d3[gr], 0.0)
         _col2im_one(dcols[t], dx[i : i + 1], 0, kh, kw, oh, ow, geom)
 
 
@@ -404,14 +398,12 @@ def _gw_chunk(x, g, dw, part, cols, t, nt, geom, groups):  # noqa: ANN001, ANN20
     og, k, p = o_n // groups, cg * kh * kw, oh * ow
     c3 = cols[t].reshape((groups, k, p))
     g4 = g.reshape((n, groups, og, p))
-    tmp = np.empty((k, og), x.dtype)
     acc = part[t]
     acc[:] = 0
     for i in range((t * n) // nt, ((t + 1) * n) // nt):
         _im2col_one(x[i : i + 1], cols[t], 0, kh, kw, oh, ow, geom)
         for gr in range(groups):
-            np.dot(c3[gr], g4[i, gr].T, tmp)
-            acc[gr] += tmp
+            gemm(c3[gr], g4[i, gr].T, acc[gr], 1.0)  # accumulates in place (beta = 1)
 
 
 @njit(cache=True)
