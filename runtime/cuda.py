@@ -244,10 +244,17 @@ class CudaFunction:
     - ``check_numerics``: download every kernel's float outputs after it runs and name the first kernel that
       produces NaN/Inf (slow; in-place buffer reuse is then off).
     - ``max_instances``: how many input-shape signatures stay instantiated (LRU).
+    - ``validator``: a :class:`runtime.cuda_validate.KernelValidator` (``compile(..., validate=True)``): every call
+      then runs kernel by kernel, each compared with the CPU kernel of the same fused group; the last call's
+      :class:`~runtime.cuda_validate.ValidationReport` is ``validation``.
     """
 
-    def __init__(self, plan: Plan, check_numerics: bool = False, max_instances: int = MAX_INSTANCES) -> None:
+    def __init__(
+        self, plan: Plan, check_numerics: bool = False, max_instances: int = MAX_INSTANCES, validator: Any = None
+    ) -> None:
         self.plan = plan
+        self.validator = validator
+        self.validation: Any = None  # the last validated call's report
         self.program = plan.program
         self.check_numerics = check_numerics
         self.max_instances = max(1, max_instances)
@@ -265,7 +272,10 @@ class CudaFunction:
         inst = self._instance_for(tuple(a.shape for a in vals))
         inst.sync_parameters()
         inst.feed(vals)
-        self._run(inst)
+        if self.validator is not None:
+            self.validation = self.validator.run(self, inst)
+        else:
+            self._run(inst)
         outs = [download(materialize(dv)) for dv in inst.outputs]
         inst.apply_updates()
         for p in inst.updated:
@@ -360,23 +370,31 @@ class CudaFunction:
 
     # --- introspection ----------------------------------------------------------------------------
     def profile(self, *arrays: Any, repeat: int = 10) -> Profile:
-        """Run ``repeat`` calls (updates included), synchronising after every launch to time it."""
+        """Run ``repeat`` calls (updates included), synchronising after every launch to time it. Returns a
+        :class:`runtime.cuda_profile.CudaProfile`: ``launches`` counts the device launches of one call (a step)."""
+        from compiler.codegen.cuda.device import LAUNCHES
         from compiler.codegen.cuda.library import materialize
+        from runtime.cuda_profile import CudaProfile
 
         timings = [KernelTiming(s.name, s.kind, s.role) for s in self.plan.steps]
+        per_kernel = [0] * len(self.plan.steps)
         call_s = 0.0
         launches = 0
         clock = time.perf_counter
+        by_function: dict[str, int] = {}
         for _ in range(repeat):
             t_call = clock()
+            before, funcs_before = LAUNCHES.snapshot()
             vals = validate_inputs(self.program, arrays)
             inst = self._instance_for(tuple(a.shape for a in vals))
             inst.sync_parameters()
             inst.feed(vals)
             for run, args, k in inst.bound:
                 t0 = clock()
+                n0 = LAUNCHES.total
                 run(*args)
                 synchronize()
+                per_kernel[k] = LAUNCHES.total - n0
                 timings[k].calls += 1
                 timings[k].total_s += clock() - t0
             [download(materialize(dv)) for dv in inst.outputs]
@@ -384,10 +402,22 @@ class CudaFunction:
             for p in inst.updated:
                 _download_parameter(p)
             call_s += clock() - t_call
-            launches = len(inst.bound)
+            launches = LAUNCHES.total - before
+            by_function = {k: v - funcs_before.get(k, 0) for k, v in LAUNCHES.by_kernel.items()}
         kernels = [t for t in timings if t.calls]
         roles = {r: sum(t.total_s for t in kernels if t.role == r) for r in ROLES}
-        return Profile(kernels, repeat, call_s, launches, roles)
+        steps = self.plan.steps
+        return CudaProfile(
+            kernels,
+            repeat,
+            call_s,
+            launches,
+            roles,
+            plan_kernels=sum(not s.is_view for s in steps),
+            kernel_launches={steps[k].name: per_kernel[k] for k in range(len(steps)) if not steps[k].is_view},
+            other_launches=launches - sum(per_kernel),
+            by_function={k: v for k, v in by_function.items() if v},
+        )
 
     def memory_report(self) -> CudaMemoryReport:
         """Device bytes of the most recently used instantiation (see :class:`CudaMemoryReport`)."""
@@ -429,17 +459,22 @@ class CudaFunction:
 # ----------------------------------------------------------------------------------------------------
 
 
-def lower_cuda(program: Any, fuse_reductions: bool = True) -> Any:
-    """Fuse ``program`` (the CPU target's fusion decisions, unchanged), refuse what this target cannot run, and
-    generate a cuda kernel per fused kernel. Returns a :class:`compiler.lower.Lowered`."""
+def lower_cuda(program: Any, fuse_reductions: bool = True, horizontal: bool = True) -> Any:
+    """Fuse ``program`` (the CPU target's fusion decisions, unchanged), refuse what this target cannot run, merge
+    independent elementwise kernels into one launch each (``horizontal``: :mod:`compiler.horizontal`, this target
+    only; off, the kernels pair one to one with the CPU target's) and generate a cuda kernel per fused kernel.
+    Returns a :class:`compiler.lower.Lowered`."""
     from compiler.codegen.cuda import build_kernel, check_supported
     from compiler.fusion import fuse
+    from compiler.horizontal import fuse_horizontal
     from compiler.lower import Lowered
 
     t0 = time.perf_counter()
     log: list[str] = []
     kernels = fuse(program, log, fuse_reductions)
     check_supported(kernels)
+    if horizontal:
+        kernels = fuse_horizontal(kernels, program, log)
     t1 = time.perf_counter()
     compiled = [build_kernel(k) for k in kernels]
     t2 = time.perf_counter()
@@ -447,15 +482,26 @@ def lower_cuda(program: Any, fuse_reductions: bool = True) -> Any:
 
 
 def _compile_cuda(
-    program: Any, check_numerics: bool, warmup: bool | str, t_passes: float, fuse_reductions: bool = True
+    program: Any,
+    check_numerics: bool,
+    warmup: bool | str,
+    t_passes: float,
+    fuse_reductions: bool = True,
+    validate: bool = False,
 ) -> Any:
-    """``symdl.compile(..., target="cuda")`` after the graph passes: lower, plan, warm up."""
+    """``symdl.compile(..., target="cuda")`` after the graph passes: lower, plan, warm up. ``validate``: pair every
+    kernel with the CPU kernel of the same fused group (:mod:`runtime.cuda_validate`)."""
     from compiler.codegen.cuda.device import cuda_module
     from symdl.function import Function
 
     cuda_module()  # a GraphError saying what is missing (package, device or simulator)
-    lowered = lower_cuda(program, fuse_reductions)
-    executor = CudaFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
+    lowered = lower_cuda(program, fuse_reductions)  # validate pairs horizontal kernels' parts with cpu kernels too
+    validator = None
+    if validate:
+        from runtime.cuda_validate import KernelValidator
+
+        validator = KernelValidator(program, lowered, fuse_reductions)
+    executor = CudaFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics, validator=validator)
     fn = Function(program, executor, "cuda")
     fn.lowered = lowered
     report = fn.compile_report

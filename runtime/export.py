@@ -16,11 +16,12 @@ and comparing with the declared types), re-runs symdl's fusion (which must repro
 generates the kernels with symdl's own code generator, whose Numba machine code comes from the disk cache when
 it is warm (:mod:`compiler.codegen.cache`).
 
-- :func:`export` (``Function.export``): only eval-mode ``target="cpu"`` functions without updates (an exported
-  model is frozen inference; parameters are stored with their current values). An op outside the vocabulary (a
-  user-defined op class) fails at export time, naming the op and the line that created it. The file is written
-  to a temporary name, **reloaded and run against the original on batch sizes 1, 2 and 7** (outputs must be
-  equal bit for bit), and only then renamed over ``path``: a failed export leaves nothing behind.
+- :func:`export` (``Function.export``): only eval-mode ``target="cpu"`` (or ``"cuda"``) functions without updates
+  (an exported model is frozen inference; parameters are stored with their current values). An op outside the
+  vocabulary (a user-defined op class) fails at export time, naming the op and the line that created it. The file
+  is written to a temporary name, **reloaded for the same target and run against the original on batch sizes 1, 2
+  and 7** (outputs must be equal bit for bit), and only then renamed over ``path``: a failed export leaves nothing
+  behind. The file does not depend on the target: a model exported from the cpu target loads for cuda and back.
 - :func:`load_artifact`: read and validate a file (metadata, signature, kernel list, parameter count) without
   generating code, for tools that inspect models.
 - :func:`load` / :func:`build`: the executable :class:`LoadedFunction`, a :class:`symdl.Function` (``plan``,
@@ -66,8 +67,8 @@ __all__ = [
     "load_artifact",
 ]
 
-LOAD_TARGETS = ("cpu",)
-"""Targets :func:`load` can build for (a later version adds ``"cuda"``)."""
+LOAD_TARGETS = ("cpu", "cuda")
+"""Targets :func:`load` can build for (``"cuda"``: numba.cuda, a GPU or ``NUMBA_ENABLE_CUDASIM=1``)."""
 
 VALIDATION_BATCHES = (1, 2, 7)
 """Batch sizes (every ``None`` dim) on which :func:`export` compares the reloaded model with the original."""
@@ -148,9 +149,10 @@ class LoadedFunction(Function):
 def _check_exportable(fn: Any) -> None:
     if not isinstance(fn, Function):
         raise ExportError(f"export: expected a compiled symdl.Function, got {type(fn).__name__}")
-    if fn.lowered is None:
+    if fn.lowered is None or fn.target not in LOAD_TARGETS:
         raise ExportError(
-            f"export: needs a compiled function (target='cpu'), this one has target={fn.target!r}; compile it with "
+            f"export: needs a compiled function (target='cpu' or 'cuda'), this one has target={fn.target!r}; compile "
+            "it with "
             "symdl.compile(inputs, outputs, mode='eval', target='cpu')"
         )
     program = fn.program
@@ -188,8 +190,9 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def _validate(fn: Function, tmp: Path, final: Path, batches: Sequence[int]) -> None:
-    """Reload ``tmp`` and compare it with ``fn`` on synthetic inputs at each batch size, bit for bit."""
-    loaded = build(load_artifact(tmp))
+    """Reload ``tmp`` for ``fn``'s target and compare it with ``fn`` on synthetic inputs at each batch size, bit
+    for bit."""
+    loaded = build(load_artifact(tmp), target=fn.target)
     specs = loaded.input_signature
     for batch in batches:
         arrays = synthetic_inputs(specs, batch, seed=batch)
@@ -221,8 +224,9 @@ def export(
 ) -> ExportReport:
     """Write the compiled inference function ``fn`` to the model file ``path`` (see the module docstring).
 
-    ``fn`` must come from ``symdl.compile(..., mode="eval", target="cpu")`` without updates. With ``validate``
-    (the default) the written file is reloaded and compared with ``fn`` bit for bit on ``batches`` (every
+    ``fn`` must come from ``symdl.compile(..., mode="eval", target="cpu")`` (or ``target="cuda"``) without updates.
+    With ``validate`` (the default) the written file is reloaded for ``fn``'s target and compared with ``fn`` bit
+    for bit on ``batches`` (every
     ``None`` dim set to each size) before it replaces ``path``. Raises :class:`ExportError` naming the problem
     (the op and the user's line for an op outside symdl's vocabulary); ``path`` is then left untouched.
     """
@@ -263,16 +267,19 @@ def build(
 
     ``warmup`` and ``check_numerics`` mean what they mean for :func:`symdl.compile`."""
     if target not in LOAD_TARGETS:
-        raise GraphError(
-            f"load: unknown or unavailable target {target!r}; available: {', '.join(LOAD_TARGETS)} "
-            "(the numba.cuda 'cuda' target is not implemented yet)"
-        )
+        raise GraphError(f"load: unknown or unavailable target {target!r}; available: {', '.join(LOAD_TARGETS)}")
     if warmup not in (True, False, "small"):
         raise ValueError(f"load: warmup must be True, False or 'small', got {warmup!r}")
-    from symdl.function import _compile_cpu
+    # load_artifact checked that fusion reproduces the stored partition, so these are the stored kernels (both
+    # targets take their kernels from the same fusion; only the emitter differs)
+    if target == "cuda":
+        from runtime.cuda import _compile_cuda
 
-    # load_artifact checked that fusion reproduces the stored partition, so these are the stored kernels
-    fn = _compile_cpu(artifact.program, check_numerics, warmup, 0.0, artifact.fuse_reductions)
+        fn = _compile_cuda(artifact.program, check_numerics, warmup, 0.0, artifact.fuse_reductions)
+    else:
+        from symdl.function import _compile_cpu
+
+        fn = _compile_cpu(artifact.program, check_numerics, warmup, 0.0, artifact.fuse_reductions)
     fn.compile_report.timings.pop("passes", None)
     return LoadedFunction(fn, artifact)
 
@@ -284,7 +291,10 @@ def load(
 
     Validates the whole file first (:func:`load_artifact`: checksums, format version, schema, op vocabulary,
     types, kernel partition) and raises :class:`ArtifactError` naming the problem; then generates the kernels
-    for ``target`` (``"cpu"``). Never executes code from the file and never unpickles."""
+    for ``target``: ``"cpu"`` (Numba) or ``"cuda"`` (numba.cuda: a GPU, or Numba's simulator with
+    ``NUMBA_ENABLE_CUDASIM=1``; a :class:`GraphError` says what is missing). Outputs equal the cpu-loaded model's
+    within float rounding (reductions sum in another order); the batch size stays free on both. Never executes
+    code from the file and never unpickles."""
     t0 = time.perf_counter()
     artifact = load_artifact(path)
     t_read = time.perf_counter() - t0

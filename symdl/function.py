@@ -80,14 +80,21 @@ class Function:
         self._need_compiled("profile")
         return self._executor.profile(*arrays, repeat=repeat)
 
+    @property
+    def validation(self) -> Any:
+        """``target="cuda", validate=True``: the last call's per-kernel cuda-vs-cpu errors
+        (:class:`runtime.cuda_validate.ValidationReport`); None otherwise or before the first call."""
+        return getattr(self._executor, "validation", None)
+
     def memory_report(self) -> Any:
         """Planned peak bytes vs bytes without planning, for the last input shapes."""
         self._need_compiled("memory_report")
         return self._executor.memory_report()
 
     def export(self, path: str | os.PathLike[str], validate: bool = True) -> Any:
-        """Write this eval-mode ``target="cpu"`` function to one model file that :func:`symdl.load` reads back;
-        the file is reloaded and checked bit for bit first. Returns a :class:`runtime.export.ExportReport`."""
+        """Write this eval-mode ``target="cpu"`` (or ``"cuda"``) function to one model file that :func:`symdl.load`
+        reads back; the file is reloaded for the same target and checked bit for bit first. Returns a
+        :class:`runtime.export.ExportReport`."""
         from runtime.export import export
 
         return export(self, path, validate=validate)
@@ -115,6 +122,7 @@ def compile(  # noqa: A001 - the API name
     passes: Mapping[str, bool] | None = None,
     freeze_parameters: bool = False,
     warmup: bool | str = True,
+    validate: bool = False,
 ) -> Function:
     """Compile a graph into ``f(*arrays) -> list of arrays``.
 
@@ -136,6 +144,15 @@ def compile(  # noqa: A001 - the API name
       ``None`` set to 2), so that no Numba compilation happens at call time, whatever the batch size (a CPU
       kernel is one compiled function for serial and multi-threaded runs alike). ``False``: compile lazily on
       first use. ``"small"`` is accepted as the same as ``True`` (it used to skip the parallel variants).
+    - ``validate`` (``target="cuda"`` only; a debugging mode): every call runs the cuda plan kernel by kernel and
+      checks each kernel against the CPU kernel of the same fused group, run on the same (downloaded) inputs
+      (float32 ``rtol=1e-4, atol=1e-5``, float64 ``rtol=1e-10, atol=1e-12``, integers and booleans exactly). The
+      first kernel that disagrees raises :class:`runtime.cuda_validate.KernelMismatchError` naming the kernel (e.g.
+      ``k12_conv2d+add+relu``), its ops, the output, the max abs/rel error, the worst element and the user's
+      lines; a buffer overwritten before its last reader is reported too. Otherwise the call returns its outputs
+      and applies its updates as usual, and ``f.validation`` holds the per-kernel errors of the last call. Slow
+      (every kernel runs on both targets, every value is downloaded); the CPU kernels compile on the first call.
+      For the other targets it is an error: compare ``target="cpu"`` with ``target="reference"`` instead.
     """
     from compiler.program import build_program
 
@@ -144,6 +161,12 @@ def compile(  # noqa: A001 - the API name
 
     if target not in TARGETS:
         raise GraphError(f"compile: unknown or unavailable target {target!r}; available: {', '.join(TARGETS)}")
+    if validate and target != "cuda":
+        raise GraphError(
+            f"compile: validate=True compares each cuda kernel with the cpu kernel of the same fused group and "
+            f"applies to target='cuda' only, not {target!r}; to check target='cpu', compare its outputs with "
+            "target='reference'"
+        )
     if passes is None and target != "reference":
         passes = {}
     t0 = time.perf_counter()
@@ -154,7 +177,7 @@ def compile(  # noqa: A001 - the API name
         if target == "cuda":  # numba.cuda (or its simulator) via runtime/cuda.py; a GraphError says what is missing
             from runtime.cuda import _compile_cuda
 
-            return _compile_cuda(program, check_numerics, warmup, t_passes, fuse_reductions)
+            return _compile_cuda(program, check_numerics, warmup, t_passes, fuse_reductions, validate=bool(validate))
         return _compile_cpu(program, check_numerics, warmup, t_passes, fuse_reductions)
     from runtime.reference import ReferenceFunction
 

@@ -4,6 +4,16 @@
 ``symdl.compile`` call made by a test (target ``"reference"``) also compiles the graph for the given target, and
 every call runs both and checks that outputs, parameter updates and raised errors agree (float32: rtol 1e-4,
 float64: rtol 1e-10). So every op value and gradient test doubles as a compiled-vs-reference test.
+
+``--validate-calls=N`` (or ``SYMDL_TEST_VALIDATE_CALLS``) bounds the cost of a slow target: each compiled function is
+compared with the reference on its first ``N`` calls and on the first call of every new input-shape signature; its
+other calls run the reference only (a call the reference rejects is still checked to fail the same way on the
+target). ``0`` compares every call. The default, ``auto``, is every call for ``cpu`` and ``2`` for ``cuda``, whose
+simulator runs each device thread in Python: training loops and repeated calls then cost reference time, while
+every compiled graph, forward and gradient alike, is still compared at least once. The terminal summary says how
+many calls were compared and how many ran the reference only. A graph that the target refuses to compile (e.g.
+"not yet supported on the cuda target") fails its test: nothing falls back to the reference unvalidated, except
+graphs whose shapes depend on the data (documented: compiled targets need data-independent shapes).
 """
 
 from __future__ import annotations
@@ -23,6 +33,12 @@ def pytest_addoption(parser):
         "--target",
         default=os.environ.get("SYMDL_TEST_TARGET", "reference"),
         help="also compile every graph for this target and compare it with the reference executor",
+    )
+    parser.addoption(
+        "--validate-calls",
+        default=os.environ.get("SYMDL_TEST_VALIDATE_CALLS", "auto"),
+        help="with --target: compare each compiled function on its first N calls (and the first call of each new "
+        "input shape), then run the reference only; 0 = every call; auto = every call for cpu, 2 for cuda",
     )
 
 
@@ -48,15 +64,23 @@ def _assert_close(what, got, want):
         np.testing.assert_array_equal(got, want, err_msg=what)
 
 
-class _Validated:
-    """Runs the reference function and the compiled one on the same call and compares everything."""
+_STATS = {"functions": 0, "compared": 0, "reference_only": 0}
 
-    def __init__(self, ref, compiled):
+
+class _Validated:
+    """Runs the reference function and the compiled one on the same call and compares everything (on the first
+    ``limit`` calls and the first call of each input-shape signature; every call when ``limit`` is 0)."""
+
+    def __init__(self, ref, compiled, limit=0):
         self.ref, self.compiled = ref, compiled
         self.program = ref.program
         found = {id(n): n for n in ref.program.order if isinstance(n, symdl.Parameter)}
         found.update({id(p): p for p, _ in ref.program.updates})
         self.params = list(found.values())
+        self.limit = limit
+        self.compared = 0
+        self.signatures = set()
+        _STATS["functions"] += 1
 
     def __getattr__(self, name):
         return getattr(self.ref, name)
@@ -65,6 +89,8 @@ class _Validated:
         return repr(self.ref)
 
     def __call__(self, *arrays):
+        sig = tuple(np.shape(a) for a in arrays)
+        compare = not self.limit or self.compared < self.limit or sig not in self.signatures
         saved = [p.value.copy() for p in self.params]
         try:
             want = self.ref(*arrays)
@@ -74,6 +100,12 @@ class _Validated:
             with pytest.raises(type(e)):
                 self.compiled(*arrays)
             raise
+        if not compare:
+            _STATS["reference_only"] += 1
+            return want  # the reference's outputs and parameter updates
+        self.compared += 1
+        self.signatures.add(sig)
+        _STATS["compared"] += 1
         want_params = [p.value.copy() for p in self.params]
         for p, v in zip(self.params, saved):
             p.value = v
@@ -122,6 +154,18 @@ def pytest_configure(config):
         return
     if target == "cuda":
         _cuda_simulator_without_gpu()
+    calls = config.getoption("--validate-calls")
+    if calls == "auto":
+        limit = 2 if target == "cuda" else 0
+    else:
+        try:
+            limit = int(calls)
+        except ValueError:
+            raise pytest.UsageError(
+                f"--validate-calls must be a non-negative integer or 'auto', got {calls!r}"
+            ) from None
+        if limit < 0:
+            raise pytest.UsageError(f"--validate-calls must be a non-negative integer or 'auto', got {calls!r}")
     original = symdl.function.compile
 
     def validating_compile(inputs, outputs, updates=None, target_arg=None, **kw):
@@ -135,11 +179,22 @@ def pytest_configure(config):
         except symdl.GraphError as e:
             if "depends on the data" in str(e):  # documented: compiled targets need data-independent shapes
                 return ref
-            raise
-        return _Validated(ref, compiled)
+            raise  # a refusal of the target fails the test: every graph a test compiles is validated
+        return _Validated(ref, compiled, limit)
 
     def entry(inputs, outputs, updates=None, target=None, **kw):
         return validating_compile(inputs, outputs, updates, target, **kw)
 
     symdl.compile = entry
     symdl.function.compile = entry
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    target = config.getoption("--target")
+    if target == "reference" or not _STATS["functions"]:
+        return
+    terminalreporter.write_line(
+        f"validate mode (--target={target}, --validate-calls={config.getoption('--validate-calls')}): "
+        f"{_STATS['functions']} compiled functions, {_STATS['compared']} calls compared with the reference, "
+        f"{_STATS['reference_only']} calls ran the reference only"
+    )

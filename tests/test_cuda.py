@@ -10,6 +10,7 @@ with ragged edges). Results are compared with the reference executor or with ind
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import numpy as np
@@ -159,6 +160,37 @@ def test_reduction_kernels_are_deterministic(rng):
     np.testing.assert_allclose(first, (xv.astype(np.float64) * 1.5).sum(), rtol=1e-6)
 
 
+def test_simulator_shared_arrays_are_one_per_block_even_when_allocation_is_slow(rng, monkeypatch):
+    """Regression: Numba's simulator allocates a launch's ``cuda.shared.array`` on first use with an unlocked
+    get-then-set, so threads of the first block that reach the line together could get arrays of their own (flaky
+    sums, e.g. the Adam MLP test 1 run in 3). An allocation that yields makes every thread of the block reach the line
+    before the first allocation ends: without :func:`cuda_device.patch_simulator_shared_arrays` every sum breaks."""
+    if not cuda_device.is_simulator():
+        pytest.skip("a simulator race")
+    import time
+
+    from numba.cuda.simulator import kernelapi
+
+    assert cuda_device.patch_simulator_shared_arrays()
+    real = kernelapi.np
+
+    class SlowAllocation:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def empty(*args, **kw):
+            time.sleep(0.002)
+            return real.empty(*args, **kw)
+
+    x = sd.placeholder((None, 40), name="x")
+    f = _cuda([x], [x.sum(axis=1), (x * 2.0).sum()])  # a block-tree reduction per row, and one over everything
+    xv = _f32(rng, 3, 40)
+    monkeypatch.setattr(kernelapi, "np", SlowAllocation())
+    got = f(xv)
+    _close(got, [xv.sum(axis=1), np.float32(2 * xv.astype(np.float64).sum())], rtol=1e-5, atol=1e-5)
+
+
 def test_unbroadcast_gradient_of_a_bias(rng):
     x = sd.placeholder((None, 5), name="x")
     b = sd.parameter(np.zeros((1, 5), np.float32), name="b")
@@ -168,6 +200,37 @@ def test_unbroadcast_gradient_of_a_bias(rng):
     xv = _f32(rng, 11, 5)
     got = _cuda([x], [gb, gs])(xv)
     _close(got, [(4 * xv).sum(axis=0, keepdims=True), (xv * xv).sum()], rtol=1e-5, atol=1e-5)
+
+
+def test_unbroadcast_with_axes_known_only_at_run_time(rng):
+    """``unbroadcast`` to a reference with unknown dims (``(None, 1)`` against ``(None, 3)``): the summed axes are
+    decided from the concrete shapes per call, fused with its group or alone."""
+    from compiler.codegen.cuda.reduction import reduction_axes
+    from runtime.cuda import lower_cuda
+
+    s = sd.placeholder((None, 1), name="s")
+    t = sd.placeholder((None, 1), name="t")
+    z = sd.placeholder((None, 3), name="z")
+    gs, gt = sd.grad((s * z * z).sum() + sd.exp(t + z).sum(), [s, t])
+    f = _cuda([s, t, z], [gs, gt])
+    ref = _ref([s, t, z], [gs, gt])
+    runtime = [k for k in lower_cuda(f.program).kernels for n in k.nodes if n.op.name == "unbroadcast"]
+    assert runtime and all(reduction_axes(n) is None for k in runtime for n in k.nodes if n.op.name == "unbroadcast")
+    for n in (5, 1, 2):
+        args = [_f32(rng, n, 1), _f32(rng, n, 1), _f32(rng, n, 3)]
+        _close(f(*args), ref(*args), rtol=1e-5, atol=1e-5)
+    from symdl.ops.shape import unbroadcast
+
+    g = sd.placeholder((4, 3), name="g")
+    r = sd.placeholder((None, 3), name="r")
+    f = _cuda([g, r], [unbroadcast(g, r), unbroadcast(g * 2.0, r)])  # alone, and fused with its group
+    gv = _f32(rng, 4, 3)
+    for n in (1, 4, 1):  # a variant per summed axes: (0,) for a reference of 1 row, () for 4 rows
+        rv = _f32(rng, n, 3)
+        _close(
+            f(gv, rv),
+            [gv.sum(axis=0, keepdims=True) if n == 1 else gv, 2 * (gv.sum(0, keepdims=True) if n == 1 else gv)],
+        )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -694,3 +757,219 @@ def test_lenet5_sgd_momentum_steps_match_reference(monkeypatch):
     for p, w in zip(params, ref_params):
         np.testing.assert_allclose(p.value, w.value, rtol=1e-4, atol=1e-5, err_msg=p.name)
     assert launches[0] >= len(f.plan.steps) - sum(s.kind == "view" for s in f.plan.steps) or not launches[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# validate=True: every cuda kernel against the cpu kernel of the same fused group
+# ----------------------------------------------------------------------------------------------------
+
+
+def _conv_bn_relu_step(seed=0):
+    """A small conv-BN-ReLU-linear training step (loss and gradients; BatchNorm running-stat updates)."""
+    rng = np.random.default_rng(seed)
+    sd.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 5)
+    )
+    x = sd.placeholder((None, 2, 4, 4), name="x")
+    y = sd.placeholder((None,), "int64", name="y")
+    loss = sd.cross_entropy(model(x), y)
+    grads = sd.grad(loss, list(model.parameters()))
+    data = [_f32(rng, 3, 2, 4, 4), np.array([1, 4, 0])]
+    return model, [x, y], [loss, *grads], data
+
+
+def test_validate_passes_on_a_correct_plan_and_reports_every_kernel():
+    model, ins, outs, data = _conv_bn_relu_step()
+    f = _cuda(ins, outs, validate=True, warmup=False)
+    assert f.validation is None
+    got = f(*data)
+    rep = f.validation
+    assert rep.ok and len(rep.kernels) == len(f.plan.steps)
+    assert [k.name for k in rep.kernels] == [s.name for s in f.plan.steps]
+    assert "all agree" in str(rep) and "k1_conv+add+sum" in str(rep)
+    # the validated call returns the outputs and applies the updates (BatchNorm running statistics) as usual
+    model2, ins2, outs2, _ = _conv_bn_relu_step()  # fresh parameters with the same seed
+    want = _ref(ins2, outs2)(*data)
+    _close(got, want, rtol=1e-4, atol=1e-5)
+    for (name, v), (_, w) in zip(model.state_dict().items(), model2.state_dict().items()):
+        np.testing.assert_allclose(v, w, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _corrupt(monkeypatch, step, delta=1.0):
+    """Make the cuda kernel of ``step`` add ``delta`` to element 0 of its first output after it runs."""
+    original = step.compiled.run
+
+    def corrupted(*args):
+        original(*args)
+        out = args[len(step.inputs)]
+        host = cuda_device.download(out)
+        host.reshape(-1)[0] += delta
+        cuda_device.upload(host, out.data)
+
+    monkeypatch.setattr(step.compiled, "run", corrupted)
+
+
+def test_validate_names_the_first_disagreeing_kernel(monkeypatch):
+    _, ins, outs, data = _conv_bn_relu_step()
+    f = _cuda(ins, outs, validate=True, warmup=False)
+    step = next(s for s in f.plan.steps if s.kind == "epilogue" and s.ops()[0] == "matmul")
+    _corrupt(monkeypatch, step, 0.5)  # bound when the shape signature is first instantiated: before any call
+    with pytest.raises(Exception) as info:
+        f(*data)
+    from runtime.cuda_validate import KernelMismatchError
+
+    assert isinstance(info.value, KernelMismatchError) and isinstance(info.value, sd.SymdlError)
+    msg = str(info.value)
+    assert f"cuda kernel {step.name} (epilogue, forward; ops: matmul, add)" in msg, msg
+    assert f"output 0 {step.outputs[0].label()} float32[3, 5]: 1 of 15 elements differ" in msg, msg
+    assert "max abs error 0.5" in msg and "worst at index (0, 0)" in msg, msg
+    assert "test_cuda.py" in msg  # the user's line (where the layer was applied)
+    # a gradient kernel too
+    f2 = _cuda(ins, outs, validate=True, warmup=False)
+    grad_step = next(s for s in f2.plan.steps if s.ops() == ["conv_grad_weight"])
+    _corrupt(monkeypatch, grad_step, -2.0)
+    with pytest.raises(KernelMismatchError, match=rf"cuda kernel {grad_step.name} \(op, backward; ops: conv_grad_w"):
+        f2(*data)
+
+
+def test_validate_catches_an_integer_kernel_exactly(monkeypatch):
+    x = sd.placeholder((None, 4), name="x")
+    f = _cuda([x], [sd.argmax(x, axis=1) + 1], validate=True, warmup=False)
+    step = next(s for s in f.plan.steps if "argmax" in s.ops())
+    _corrupt(monkeypatch, step, 1)
+    with pytest.raises(Exception, match=r"(?s)cuda kernel k0_argmax.*int64\[3\]: 1 of 3 elements differ \(exact"):
+        f(np.arange(12, dtype=np.float32).reshape(3, 4))
+
+
+def test_validate_detects_a_buffer_overwritten_before_its_last_reader(monkeypatch):
+    x = sd.placeholder((None, 3), name="x")
+    w = sd.parameter(np.ones((3, 3), np.float32), name="w")
+    m = x @ w  # read by the softmax and by the sum below
+    f = _cuda([x], [sd.softmax(m, axis=1), sd.sum(m * m)], validate=True, warmup=False)
+    steps = f.plan.steps
+    producer = next(s for s in steps if s.ops() == ["matmul"])
+    readers = [s for s in steps if not s.is_view and any(t is producer.outputs[0] for t in s.inputs)]
+    assert len(readers) == 2, f.plan
+    original = readers[0].compiled.run
+    pos = [t.id for t in readers[0].inputs].index(producer.outputs[0].id)
+
+    def clobbering(*args):
+        original(*args)
+        v = args[pos]
+        cuda_device.upload(np.full(v.shape, 7.0, np.float32), v.data)
+
+    monkeypatch.setattr(readers[0].compiled, "run", clobbering)
+    with pytest.raises(
+        Exception,
+        match=rf"written by cuda kernel {producer.name} was changed on the device before "
+        rf"kernel {re.escape(readers[1].name)} read it",
+    ):
+        f(np.ones((2, 3), np.float32))
+
+
+def test_validate_refuses_other_targets_and_unpairable_plans():
+    x = sd.placeholder((None, 3), name="x")
+    for target in ("cpu", "reference"):
+        with pytest.raises(sd.GraphError, match=rf"validate=True .* target='cuda' only, not '{target}'"):
+            sd.compile([x], [sd.sum(sd.exp(x) * 2.0)], target=target, validate=True)
+    from runtime.cuda import lower_cuda
+    from runtime.cuda_validate import KernelValidator
+
+    f = _cuda([x], [sd.sum(sd.exp(x) * 2.0)], warmup=False)
+    lowered = lower_cuda(f.program, fuse_reductions=True)
+    with pytest.raises(
+        sd.GraphError,
+        match=r"validate: cuda kernel k0_exp\+mul\+sum \(reduction; ops: exp, mul, sum\) has no cpu kernel with",
+    ):
+        KernelValidator(f.program, lowered, fuse_reductions=False)  # cpu side lowered without reduction fusion
+
+
+def test_validate_checks_each_group_of_a_horizontal_launch(monkeypatch, rng):
+    x = sd.placeholder((None, 3), name="x")
+    w1 = sd.parameter(_f32(rng, 3, 4), name="w1")
+    w2 = sd.parameter(_f32(rng, 4, 2), name="w2")
+    loss = sd.mean(sd.tanh(x @ w1) @ w2)
+    g1, g2 = sd.grad(loss, [w1, w2])
+    f = _cuda([x], [loss], updates={w1: w1 - 0.1 * g1, w2: w2 - 0.1 * g2}, validate=True, warmup=False)
+    step = next((s for s in f.plan.steps if s.kind == "horizontal"), None)
+    if step is None:
+        pytest.skip("no horizontal kernel in this plan")
+    f(_f32(rng, 2, 3))
+    assert f.validation.ok and any(k.kind == "horizontal" for k in f.validation.kernels)
+    g = _cuda([x], [loss], updates={w1: w1 - 0.1 * g1, w2: w2 - 0.1 * g2}, validate=True, warmup=False)
+    step = next(s for s in g.plan.steps if s.kind == "horizontal")
+    _corrupt(monkeypatch, step, 3.0)
+    part = step.compiled.kernel.parts[0]
+    with pytest.raises(Exception, match=rf"cuda kernel {re.escape(step.name)} part {re.escape(part.name)} \("):
+        g(_f32(rng, 2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernel cache across processes
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_kernels_ask_numba_cuda_for_its_disk_cache(rng, monkeypatch):
+    """Every generated and library kernel is decorated ``@cuda.jit(cache=True)`` (device functions are compiled
+    into their kernels); the simulator accepts and ignores the flag, and numba-cuda's real ``jit`` turns it into an
+    on-disk cache (checked with a stand-in dispatcher: no GPU here)."""
+    import ast
+    import inspect
+
+    x = sd.placeholder((None, 5), name="x")
+    w = sd.parameter(_f32(rng, 5, 3), name="w")
+    f = _cuda([x], [sd.relu(x @ w).sum(axis=0), sd.softmax(x, axis=1)])
+    f(_f32(rng, 4, 5))
+    files = set()
+    for step in f.plan.steps:
+        for d in step.compiled.dispatchers:
+            fn = getattr(d, "fn", None) or getattr(d, "py_func", None)
+            files.add(inspect.getsourcefile(fn))
+    assert files
+    kernels = 0
+    for path in files:
+        for node in ast.walk(ast.parse(open(path).read())):
+            if not isinstance(node, ast.FunctionDef):
+                continue
+            for deco in node.decorator_list:
+                if "cuda.jit" not in ast.unparse(deco):
+                    continue
+                kw = {k.arg: ast.literal_eval(k.value) for k in getattr(deco, "keywords", [])}
+                if not kw.get("device"):
+                    kernels += 1
+                    assert kw.get("cache") is True, (path, node.name, ast.unparse(deco))
+    assert kernels >= 3
+    assert cuda_device.kernel_decorator() == "@cuda.jit(cache=True)"
+
+    from numba.cuda import decorators
+
+    enabled = []
+
+    class Dispatcher:  # numba-cuda's CUDADispatcher, recording whether caching was enabled
+        def __init__(self, fn, targetoptions):
+            self.fn = fn
+
+        def enable_caching(self):
+            enabled.append(self.fn.__name__)
+
+    monkeypatch.setattr(decorators, "CUDADispatcher", Dispatcher)
+    monkeypatch.setattr(decorators.config, "ENABLE_CUDASIM", 0)
+    monkeypatch.setattr(decorators, "_have_nvjitlink", lambda: False)
+
+    def kernel(a):  # pragma: no cover - never run
+        pass
+
+    decorators.jit(cache=True)(kernel)
+    assert enabled == ["kernel"]
+
+
+def test_kernel_decorator_without_a_cache_argument(monkeypatch):
+    """A ``numba.cuda.jit`` that takes no ``cache`` argument gets a plain ``@cuda.jit``."""
+    import numba.cuda
+
+    def jit(func_or_sig=None, device=False):  # pragma: no cover - never called
+        return func_or_sig
+
+    monkeypatch.setattr(numba.cuda, "jit", jit)
+    assert cuda_device.kernel_decorator() == "@cuda.jit"

@@ -411,7 +411,7 @@ def test_export_refuses_non_inference_functions(tmp_path: Path) -> None:
     upd = {lin.bias: lin.bias * 0.5}
     with pytest.raises(ExportError, match=r"updates 1 parameter\(s\) \(bias\)"):
         sd.compile([x], [y], updates=upd, mode="eval", target="cpu").export(tmp_path / "a.symdl")
-    with pytest.raises(ExportError, match=r"needs a compiled function \(target='cpu'\).*target='reference'"):
+    with pytest.raises(ExportError, match=r"needs a compiled function \(target='cpu' or 'cuda'\).*target='reference'"):
         sd.compile([x], [y], mode="eval").export(tmp_path / "a.symdl")
     with pytest.raises(ExportError, match="expected a compiled symdl.Function, got function"):
         export(lambda a: a, tmp_path / "a.symdl")
@@ -444,8 +444,67 @@ def test_failed_validation_keeps_the_previous_file(
 
 
 def test_load_refuses_unknown_target(exported: dict) -> None:
-    with pytest.raises(sd.GraphError, match=r"unknown or unavailable target 'cuda'; available: cpu"):
-        load(exported["mlp"]["path"], target="cuda")
+    with pytest.raises(sd.GraphError, match=r"unknown or unavailable target 'tpu'; available: cpu, cuda"):
+        load(exported["mlp"]["path"], target="tpu")
+
+
+def _cuda_or_skip() -> None:
+    """Switch numba.cuda to Numba's CUDA simulator (before its first import) unless ``SYMDL_TEST_CUDA=device``; skip
+    when numba-cuda is missing or cannot run here."""
+    if "numba.cuda" not in sys.modules and os.environ.get("SYMDL_TEST_CUDA") != "device":
+        import numba
+
+        numba.core.config.ENABLE_CUDASIM = 1  # read when numba.cuda is first imported
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed: pip install 'symdl[cuda]'")
+    from compiler.codegen.cuda.device import cuda_problem
+
+    problem = cuda_problem()
+    if problem is not None:
+        pytest.skip(problem)
+    sys.setswitchinterval(1e-4)  # the simulator's barriers poll threads; the suite's conftest sets this too
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_load_for_cuda_matches_the_cpu_load(tmp_path: Path, freeze: bool) -> None:
+    """A conv-BN-ReLU eval model exported from the cpu target loads for cuda (on the simulator without a GPU)."""
+    _cuda_or_skip()
+    sd.manual_seed(4)
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 4)
+    )
+    _randomize_bn(model, np.random.default_rng(5))
+    x = sd.placeholder((None, 2, 4, 4), name="x")
+    y = model(x)
+    f = sd.compile([x], [y, sd.softmax(y, axis=1)], mode="eval", target="cpu", freeze_parameters=freeze)
+    path = export(f, tmp_path / "m.symdl", batches=(1, 3))
+    g_cpu = load(path)
+    g = load(path, target="cuda")
+    assert isinstance(g, LoadedFunction) and g.target == "cuda" and g.path == Path(os.fspath(path))
+    # the stored partition on both targets (the cuda target may launch independent groups together: horizontal)
+    groups = sorted(tuple(n.op.name for n in p.nodes) for k in g.lowered.kernels for p in getattr(k, "parts", [k]))
+    assert groups == sorted(tuple(n.op.name for n in k.nodes) for k in g_cpu.lowered.kernels)
+    for batch in (1, 3):
+        xv = np.random.default_rng(batch).standard_normal((batch, 2, 4, 4)).astype(np.float32)
+        want, got = g_cpu(xv), g(xv)
+        assert [a.shape for a in got] == [a.shape for a in want] == [(batch, 4), (batch, 4)]
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype == np.float32
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(got[0], f(xv)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_export_from_the_cuda_target_is_validated_on_cuda_and_loads_for_cpu(tmp_path: Path) -> None:
+    _cuda_or_skip()
+    sd.manual_seed(6)
+    model = nn.Sequential(nn.Linear(5, 6), nn.ReLU(), nn.Linear(6, 3))
+    x = sd.placeholder((None, 5), name="x")
+    f = sd.compile([x], [model(x)], mode="eval", target="cuda")
+    report = export(f, tmp_path / "c.symdl", batches=(1, 2))  # reloaded for cuda, compared bit for bit
+    assert report.validated_batches == (1, 2)
+    xv = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    got_cuda, got_cpu = load(report, target="cuda")(xv)[0], load(report)(xv)[0]
+    np.testing.assert_array_equal(got_cuda, f(xv)[0])
+    np.testing.assert_allclose(got_cpu, got_cuda, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@ output the CPU target compiles (:func:`compiler.fusion.fuse`) — into a
 - ``"op"``: a library kernel (:mod:`compiler.codegen.cuda.library`).
 - ``"epilogue"``: the anchor (matmul) writes the first output, then the elementwise (or reduction) loop runs on
   it in place, as on the CPU.
+- ``"horizontal"`` (this target only, made by :func:`compiler.horizontal.fuse_horizontal`): independent elementwise
+  and sum groups in one launch (:mod:`compiler.codegen.cuda.horizontal`), or independent 2-d matmul epilogues as
+  one grouped GEMM launch (:func:`compiler.codegen.cuda.fused.build_gemm_group`).
 - ``"view"``: ``run(*inputs, shape=...) -> DeviceValue``: reshapes of contiguous values and 2-d transposes are free
   (new shape/strides over the same device array).
 
@@ -89,9 +92,9 @@ def check_supported(kernels: Sequence[Kernel]) -> None:
             nodes = nodes[1:]
         if k.kind in ("reduction", "epilogue") and isinstance(nodes[-1].op, (Sum, Unbroadcast)):
             r = nodes[-1]
-            if reduction_axes(r) is None:
+            if isinstance(r.op, Sum) and reduction_axes(r) is None:  # pragma: no cover - a sum's axes are static
                 raise _refuse(r, "its summed axes are known only at run time")
-            nodes = nodes[:-1]
+            nodes = nodes[:-1]  # an unbroadcast's axes may be decided at run time (build_runtime_axes_reduction)
         for n in nodes:
             _check_scalar(n)
 
@@ -113,9 +116,23 @@ def build_kernel(kernel: Kernel) -> CudaCompiledKernel:
             raise _refuse(kernel.anchor, "no cuda kernel yet")
         return factory(kernel)
     if kernel.kind == "epilogue":
+        from compiler.codegen.cuda.fused import build_fused_epilogue, single_launch_epilogue
+
+        if single_launch_epilogue(kernel):
+            return build_fused_epilogue(kernel)
         return _build_epilogue(kernel)
     if kernel.kind == "view":
         return CudaCompiledKernel(kernel, run=view_function(kernel.anchor), mode="view")
+    if kernel.kind == "horizontal":
+        from compiler.codegen.cuda.horizontal import build_horizontal
+        from compiler.horizontal import HorizontalKernel
+
+        assert isinstance(kernel, HorizontalKernel)
+        if all(p.kind == "epilogue" for p in kernel.parts):
+            from compiler.codegen.cuda.fused import build_gemm_group
+
+            return build_gemm_group(kernel)
+        return build_horizontal(kernel)
     raise ValueError(f"unknown kernel kind {kernel.kind!r}")
 
 

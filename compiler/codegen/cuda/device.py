@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -62,6 +64,33 @@ def is_simulator(cuda: ModuleType | None = None) -> bool:
     return bool(getattr(cuda.config, "ENABLE_CUDASIM", 0))
 
 
+def kernel_decorator() -> str:
+    """The decorator line of every generated and library cuda kernel: ``@cuda.jit(cache=True)`` where
+    ``numba.cuda.jit`` takes ``cache`` (on a GPU numba-cuda then keeps the compiled kernel in its on-disk cache
+    next to the content-addressed module file of :mod:`compiler.codegen.cache`, so a second process loads it
+    instead of compiling again; Numba's simulator takes the argument for API compatibility and ignores it), else
+    a plain ``@cuda.jit``. Device functions (``@cuda.jit(device=True)``) are compiled into the kernels that call
+    them and stay as they are."""
+    import inspect
+
+    cuda = importlib.import_module("numba.cuda")
+    try:
+        takes_cache = "cache" in inspect.signature(cuda.jit).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a jit without an inspectable signature
+        takes_cache = False
+    return "@cuda.jit(cache=True)" if takes_cache else "@cuda.jit"
+
+
+def load_cuda_module(source: str, tag: str) -> ModuleType:
+    """:func:`compiler.codegen.cache.load_module` for cuda sources: every bare ``@cuda.jit`` line (a kernel) gets
+    :func:`kernel_decorator` first."""
+    from compiler.codegen.cache import load_module
+
+    deco = kernel_decorator()
+    lines = [deco if line == "@cuda.jit" else line for line in source.split("\n")]
+    return load_module("\n".join(lines), tag)
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """Block and grid sizes of the generated and library kernels."""
@@ -72,10 +101,15 @@ class LaunchConfig:
     rows_max: int  # reductions over at most this many elements per output run one thread per output
     reduce_items: int  # elements per thread of one block's slice in the tree reduction
     tile: int  # GEMM tile edge (tile x tile threads per block)
+    one_pass_max: int  # reductions over at most this many elements per output run one block per output, one launch
 
 
-GPU_CONFIG = LaunchConfig(block=256, max_blocks=4096, reduce_block=256, rows_max=256, reduce_items=8, tile=16)
-SIMULATOR_CONFIG = LaunchConfig(block=16, max_blocks=2, reduce_block=8, rows_max=8, reduce_items=2, tile=4)
+GPU_CONFIG = LaunchConfig(
+    block=256, max_blocks=4096, reduce_block=256, rows_max=256, reduce_items=8, tile=16, one_pass_max=1 << 18
+)
+SIMULATOR_CONFIG = LaunchConfig(
+    block=16, max_blocks=2, reduce_block=8, rows_max=8, reduce_items=2, tile=4, one_pass_max=1024
+)
 
 
 def launch_config() -> LaunchConfig:
@@ -86,6 +120,94 @@ def launch_config() -> LaunchConfig:
 def grid_for(n: int, cfg: LaunchConfig) -> int:
     """Blocks of a 1-d grid-stride launch over ``n`` items."""
     return max(1, min(cfg.max_blocks, -(-n // cfg.block)))
+
+
+class LaunchCounter:
+    """Counts device kernel launches: every launch of the cuda target goes through :func:`launch` (views, host-side
+    checks and copies to or from the host launch nothing). ``total`` only grows; :class:`CudaFunction.profile`
+    (``runtime/cuda.py``) reads the difference over a call: the launches per step."""
+
+    __slots__ = ("total", "by_kernel")
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_kernel: dict[str, int] = {}
+
+    def snapshot(self) -> tuple[int, dict[str, int]]:
+        """``(total, launches by kernel function name)`` now (a copy)."""
+        return self.total, dict(self.by_kernel)
+
+
+LAUNCHES = LaunchCounter()
+
+
+_SHARED_ARRAYS_PATCHED = False
+_SHARED_ARRAYS_CHECKED = False  # patch_simulator_shared_arrays ran (launch calls it once)
+
+
+def _thread_safe_shared_array(self: Any, shape: Any, dtype: Any, alignment: Any = None) -> Any:
+    """``cuda.shared.array`` under the simulator, as Numba's ``FakeCUDAShared.array`` but thread safe (see
+    :func:`patch_simulator_shared_arrays`). One array per calling source line per launch, as there."""
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+
+    if alignment is not None:
+        raise RuntimeError("Array alignment is not supported in cudasim")
+    if isinstance(dtype, types.Type):
+        dtype = numpy_support.as_dtype(dtype)
+    if shape == 0:  # dynamic shared memory: one buffer for every request
+        count = self._dynshared_size // dtype.itemsize
+        return np.frombuffer(self._dynshared.data, dtype=dtype, count=count)
+    frame = sys._getframe(1)
+    caller = (frame.f_code.co_filename, frame.f_lineno)
+    with _SHARED_LOCK:
+        res = self._allocations.get(caller)
+        if res is None:
+            res = self._allocations[caller] = kernelapi.np.empty(shape, dtype)
+    return res
+
+
+_SHARED_LOCK = threading.Lock()
+
+
+def patch_simulator_shared_arrays() -> bool:
+    """Make the simulator's ``cuda.shared.array`` thread safe; True when the simulator is active (patched).
+
+    Numba's simulator runs a block's threads as Python threads, and ``FakeCUDAShared.array`` allocates a launch's
+    shared array for a source line on first use with an unlocked get-then-set: when several threads of the first
+    block reach the line together (likely under CPU load), some get an array of their own, so their partials never
+    reach the tree (a wrong element, or ``np.empty`` garbage). That is a race of the simulator only (on a GPU shared
+    memory exists before the block runs), and it made the cuda tests flaky. The replacement does the get-or-create
+    under a lock (and finds the caller with ``sys._getframe`` rather than ``traceback.extract_stack``: cheaper).
+    Idempotent; called by :func:`launch`, through which every launch goes."""
+    global _SHARED_ARRAYS_PATCHED, _SHARED_ARRAYS_CHECKED
+    _SHARED_ARRAYS_CHECKED = True
+    if _SHARED_ARRAYS_PATCHED:
+        return True
+    if not is_simulator():
+        return False
+    from numba.cuda.simulator import kernelapi
+
+    kernelapi.FakeCUDAShared.array = _thread_safe_shared_array
+    _SHARED_ARRAYS_PATCHED = True
+    return True
+
+
+def launch(fn: Any, grid: Any, block: Any) -> Callable[..., None]:
+    """``fn[grid, block]`` counted in :data:`LAUNCHES`: ``launch(kernel, grid, block)(*args)``."""
+    if not _SHARED_ARRAYS_CHECKED:
+        patch_simulator_shared_arrays()
+    configured = fn[grid, block]
+    name = getattr(getattr(fn, "py_func", None), "__name__", None) or getattr(fn, "__name__", "kernel")
+    counter = LAUNCHES
+
+    def call(*args: Any) -> None:
+        counter.total += 1
+        counter.by_kernel[name] = counter.by_kernel.get(name, 0) + 1
+        configured(*args)
+
+    return call
 
 
 def c_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -225,6 +347,30 @@ def download(value: DeviceValue) -> np.ndarray:
     data = value.flat()
     part = data if data.shape[0] == n else data[:n]
     return part.copy_to_host().reshape(value.shape)
+
+
+def retarget(
+    outs: list[DeviceValue],
+    values: tuple[DeviceValue, ...],
+    over: dict[int, int],
+    original: dict[int, tuple[Any, tuple[int, ...], int]],
+    writes_parameters: bool,
+) -> list[DeviceValue]:
+    """In-place parameter updates (:mod:`compiler.horizontal`): output ``m`` in ``over`` is written over the storage of
+    input ``over[m]`` (a parameter). With ``writes_parameters`` the output's device value is pointed at that storage
+    (once; its planned buffer is then unused, and the runtime's update copy is a copy onto itself); without (the
+    warm-up on zeros, which must not change parameters) a value over the planned buffer is used instead. Returns the
+    output values to write."""
+    outs = list(outs)
+    for m, q in over.items():
+        out, param = outs[m], values[q]
+        if writes_parameters and out.data is not param.data:
+            original[id(out)] = (out.data, out.strides, out.offset)
+            out.data, out.strides, out.offset = param.data, param.strides, param.offset
+        elif not writes_parameters and id(out) in original:
+            data, strides, offset = original[id(out)]
+            outs[m] = DeviceValue(data, out.shape, out.dtype, strides, offset)
+    return outs
 
 
 @dataclass(eq=False)

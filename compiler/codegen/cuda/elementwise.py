@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from compiler.codegen.cache import load_module
 from compiler.codegen.cpu.elementwise import read_inputs
-from compiler.codegen.cuda.device import DeviceValue, LaunchConfig, grid_for, launch_config
+from compiler.codegen.cuda.device import DeviceValue, LaunchConfig, grid_for, launch, launch_config, load_cuda_module
 from compiler.codegen.scalar import prelude, scalar_expr
 from compiler.kernels import CompiledKernel, Kernel
 from symdl.graph import Tensor
@@ -69,31 +68,84 @@ def read_axes(t: Tensor, shape: tuple) -> list[int] | None:
     return None if full else axes
 
 
-def horner(axes: Sequence[int]) -> str:
-    """The flat offset of the loop indices ``axes`` in a C-contiguous array over those loop dims."""
+def horner(axes: Sequence[int], prefix: str = "") -> str:
+    """The flat offset of the loop indices ``axes`` in a C-contiguous array over those loop dims (index and dim
+    names ``{prefix}i{a}``/``{prefix}n{a}``)."""
     if not axes:
         return "0"
-    expr = f"i{axes[0]}"
+    expr = f"{prefix}i{axes[0]}"
     for a in axes[1:]:
-        expr = f"({expr}) * n{a} + i{a}"
+        expr = f"({expr}) * {prefix}n{a} + {prefix}i{a}"
     return expr
 
 
-def peel(flat: str, axes: Sequence[int], deepest: int, indent: str) -> list[str]:
+def peel(flat: str, axes: Sequence[int], deepest: int, indent: str, prefix: str = "") -> list[str]:
     """Statements computing loop indices ``i{a}`` for ``a`` in ``axes`` (ascending) from the flat index ``flat``
     of a C-contiguous walk over those axes, down to axis ``deepest`` (the smallest one needed)."""
     need = [a for a in axes if a >= deepest]
     if not need:
         return []
-    lines = [indent + f"q = {flat}"]
+    p = prefix
+    lines = [indent + f"{p}q = {flat}"]
     for a in reversed(need):
         if a == need[0] and a == axes[0]:
-            lines.append(indent + f"i{a} = q")
+            lines.append(indent + f"{p}i{a} = {p}q")
         else:
-            lines.append(indent + f"i{a} = q % n{a}")
+            lines.append(indent + f"{p}i{a} = {p}q % {p}n{a}")
             if a != need[0]:
-                lines.append(indent + f"q = q // n{a}")
+                lines.append(indent + f"{p}q = {p}q // {p}n{a}")
     return lines
+
+
+def loop_body(
+    kernel: Kernel,
+    ins: Sequence[str],
+    outs: Sequence[str],
+    index: str,
+    prefix: str = "",
+    values: dict[int, str] | None = None,
+    shape: tuple | None = None,
+) -> tuple[list[str], list[str]]:
+    """(statements before the loop, statements inside it) of an elementwise group at flat loop index ``index``:
+    input ``j`` is the flat array named ``ins[j]``, output ``j`` is stored into ``outs[j]`` (None: not stored),
+    loop dims are ``{prefix}n{a}`` and every local name starts with ``prefix``. ``values``: value ids already held
+    in a local variable (an epilogue's anchor value) instead of being loaded from their input array."""
+    shape = tuple(kernel.nodes[-1].shape) if shape is None else shape
+    rank = len(shape)
+    p = prefix
+    outer: list[str] = []
+    inner: list[str] = []
+    names: dict[int, str] = dict(values or {})
+    varies: dict[int, bool] = {t: True for t in names}
+    used = {i.id for n in kernel.nodes for i in read_inputs(n)}
+    needed_axes: set[int] = set()
+    loads: list[tuple[str, str, list[int] | None]] = []
+    for j, t in enumerate(kernel.inputs):
+        if t.id not in used or t.id in names:
+            continue
+        axes = read_axes(t, shape)
+        names[t.id] = f"{p}x{j}"
+        varies[t.id] = axes is None or bool(axes)
+        if axes:
+            needed_axes.update(axes)
+        loads.append((f"{p}x{j}", ins[j], axes))
+    for name, arr, axes in loads:
+        if axes is None:
+            inner.append(f"{name} = {arr}[{index}]")
+        elif not axes:
+            outer.append(f"{name} = {arr}[0]")
+        else:
+            inner.append(f"{name} = {arr}[{horner(axes, p)}]")
+    for k, n in enumerate(kernel.nodes):
+        if n.id in names:
+            continue
+        args = [names.get(i.id, "None") for i in n.inputs]
+        v = any(varies[i.id] for i in read_inputs(n))
+        names[n.id], varies[n.id] = f"{p}v{k}", v
+        (inner if v else outer).append(f"{p}v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
+    stores = [f"{o}[{index}] = {names[t.id]}" for o, t in zip(outs, kernel.outputs) if o is not None]
+    peeled = peel(index, list(range(rank)), min(needed_axes), "", p) if needed_axes else []
+    return outer, peeled + inner + stores
 
 
 def emit_source(kernel: Kernel) -> str:
@@ -102,45 +154,15 @@ def emit_source(kernel: Kernel) -> str:
     rank = len(shape)
     ops = "+".join(n.op.name for n in kernel.nodes)
     lines = module_header(f"symdl cuda elementwise kernel: {ops}; loop rank {rank}.")
-    params = [f"in{j}" for j in range(len(kernel.inputs))] + [f"out{j}" for j in range(len(kernel.outputs))]
-    params += ["n"] + [f"n{a}" for a in range(rank)]
+    ins = [f"in{j}" for j in range(len(kernel.inputs))]
+    outs = [f"out{j}" for j in range(len(kernel.outputs))]
+    params = ins + outs + ["n"] + [f"n{a}" for a in range(rank)]
     lines += ["@cuda.jit", f"def kernel({', '.join(params)}):"]
     lines += [_INDENT + "start = cuda.grid(1)", _INDENT + "step = cuda.gridsize(1)"]
-    outer: list[str] = []
-    inner: list[str] = []
-    names: dict[int, str] = {}
-    varies: dict[int, bool] = {}
-    used = {i.id for n in kernel.nodes for i in read_inputs(n)}
-    needed_axes: set[int] = set()
-    loads: list[tuple[str, str, list[int] | None]] = []
-    for j, t in enumerate(kernel.inputs):
-        if t.id not in used or t.id in names:
-            continue
-        axes = read_axes(t, shape)
-        names[t.id] = f"x{j}"
-        varies[t.id] = axes is None or bool(axes)
-        if axes:
-            needed_axes.update(axes)
-        loads.append((f"x{j}", f"in{j}", axes))
-    for name, arr, axes in loads:
-        if axes is None:
-            inner.append(f"{name} = {arr}[i]")
-        elif not axes:
-            outer.append(f"{name} = {arr}[0]")
-        else:
-            inner.append(f"{name} = {arr}[{horner(axes)}]")
-    for k, n in enumerate(kernel.nodes):
-        args = [names.get(i.id, "None") for i in n.inputs]
-        v = any(varies[i.id] for i in read_inputs(n))
-        names[n.id], varies[n.id] = f"v{k}", v
-        (inner if v else outer).append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
-    stores = [f"out{j}[i] = {names[t.id]}" for j, t in enumerate(kernel.outputs)]
+    outer, inner = loop_body(kernel, ins, outs, "i")
     lines += [_INDENT + s for s in outer]
     lines.append(_INDENT + "for i in range(start, n, step):")
-    body = _INDENT * 2
-    if needed_axes:
-        lines += peel("i", list(range(rank)), min(needed_axes), body)
-    lines += [body + s for s in inner + stores]
+    lines += [_INDENT * 2 + s for s in inner]
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +175,7 @@ def launcher(fn: object, n_in: int, cfg: LaunchConfig) -> Callable[..., None]:
         if n == 0:
             return
         arrays = [v.flat() for v in values]
-        fn[grid_for(n, cfg), cfg.block](*arrays, n, *out0.shape)  # type: ignore[index]
+        launch(fn, grid_for(n, cfg), cfg.block)(*arrays, n, *out0.shape)  # type: ignore[index]
 
     return run
 
@@ -161,6 +183,6 @@ def launcher(fn: object, n_in: int, cfg: LaunchConfig) -> Callable[..., None]:
 def build_elementwise(kernel: Kernel) -> CompiledKernel:
     """Generate, cache and load the cuda kernel of an elementwise group; ``run(*inputs, *outputs)``."""
     source = emit_source(kernel)
-    mod = load_module(source, kernel.name)
+    mod = load_cuda_module(source, kernel.name)
     run = launcher(mod.kernel, len(kernel.inputs), launch_config())
     return CompiledKernel(kernel, run=run, serial=run, source=source, dispatchers=[mod.kernel])

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from compiler.codegen.cache import load_module
 from compiler.codegen.cuda.device import (
     CudaCompiledKernel,
     DeviceValue,
@@ -26,7 +25,9 @@ from compiler.codegen.cuda.device import (
     device_empty,
     download,
     grid_for,
+    launch,
     launch_config,
+    load_cuda_module,
     upload,
 )
 from compiler.codegen.cuda.elementwise import module_header
@@ -60,8 +61,8 @@ def unsupported_reason(node: Tensor) -> str | None:
     """Why an ``"op"`` node cannot run on the cuda target (None when it can)."""
     if lookup(node) is None:
         return "no cuda kernel yet"
-    if isinstance(node.op, (Sum, Unbroadcast)) and reduction_axes(node) is None:
-        return "its summed axes are known only at run time"
+    if isinstance(node.op, (Sum, Max, Min)) and reduction_axes(node) is None:  # pragma: no cover - static axes
+        return "its reduced axes are known only at run time"
     return None
 
 
@@ -356,7 +357,7 @@ _NUMBA_DTYPES = {"float32": "numba.float32", "float64": "numba.float64", "int32"
 def library_module() -> ModuleType:
     """The loaded module of the fixed kernels."""
     source = "\n".join(module_header("symdl cuda library kernels.")) + _KERNELS + _MISC + _ROWS + _CONV
-    return load_module(source, "cuda_library")
+    return load_cuda_module(source, "cuda_library")
 
 
 def gemm_module(dtype: np.dtype, tile: int) -> ModuleType:
@@ -365,7 +366,7 @@ def gemm_module(dtype: np.dtype, tile: int) -> ModuleType:
     if name is None:
         raise OpRuntimeError(f"matmul: dtype {np.dtype(dtype)} is not supported on the cuda target")
     source = "\n".join(module_header(f"symdl cuda GEMM: {np.dtype(dtype)}, tile {tile}."))
-    return load_module(source + _GEMM.replace("{tile}", str(tile)).replace("{dtype}", name), f"gemm_{dtype}")
+    return load_cuda_module(source + _GEMM.replace("{tile}", str(tile)).replace("{dtype}", name), f"gemm_{dtype}")
 
 
 def fill(out: DeviceValue, value: float) -> None:
@@ -374,7 +375,7 @@ def fill(out: DeviceValue, value: float) -> None:
     if n == 0:
         return
     cfg = launch_config()
-    library_module().fill[grid_for(n, cfg), cfg.block](out.flat(), out.dtype.type(value), n)
+    launch(library_module().fill, grid_for(n, cfg), cfg.block)(out.flat(), out.dtype.type(value), n)
 
 
 def strided_copy(src: DeviceValue, dst: DeviceValue, src_shape_strides: tuple[tuple, tuple] | None = None) -> None:
@@ -387,10 +388,12 @@ def strided_copy(src: DeviceValue, dst: DeviceValue, src_shape_strides: tuple[tu
     dstr = dst.strides
     if tuple(dims) != dst.shape:
         raise ValueError(f"internal: strided copy of {tuple(dims)} into {dst.shape}")
+    if src_shape_strides is None and src.data is dst.data and src.offset == dst.offset and src.strides == dstr:
+        return  # a value copied onto itself (an update written over its parameter in place): nothing to launch
     if len(dims) == 0:
         dims, strides, dstr = (1,), (0,), (0,)
     cfg = launch_config()
-    library_module().strided_copy[grid_for(n, cfg), cfg.block](
+    launch(library_module().strided_copy, grid_for(n, cfg), cfg.block)(
         src.data,
         dst.data,
         n,
@@ -490,7 +493,7 @@ def matmul_run(cfg: LaunchConfig) -> Callable[..., None]:
         t = cfg.tile
         grid = (-(-n // t), max(1, min(-(-m // t), 65535)), max(1, min(nbatch, 65535)))
         fn = gemm_module(out.dtype, t).gemm
-        fn[grid, (t, t)](
+        launch(fn, grid, (t, t))(
             a.data,
             b.data,
             out.flat(),
@@ -536,7 +539,7 @@ def _softmax(kernel: Kernel) -> CudaCompiledKernel:
             no, nr, kd = 1, 1, 1
         else:
             no, nr, kd = _class_dims(x.shape, axis)
-        lib.softmax_rows[grid_for(no * kd, cfg), cfg.block](
+        launch(lib.softmax_rows, grid_for(no * kd, cfg), cfg.block)(
             materialize(x).flat(), out.flat(), no, nr, kd, x.dtype.type(0), log
         )
 
@@ -567,7 +570,7 @@ def _xent(kernel: Kernel) -> CudaCompiledKernel:
         if nc == 0:
             fill(out, 0)
             return
-        lib.xent_rows[grid_for(no * kd, cfg), cfg.block](
+        launch(lib.xent_rows, grid_for(no * kd, cfg), cfg.block)(
             materialize(x).flat(), materialize(idx).flat(), out.flat(), no, nc, kd, has_ignore, ignore, x.dtype.type(0)
         )
 
@@ -596,7 +599,7 @@ def _xent_grad(kernel: Kernel) -> CudaCompiledKernel:
             full = DeviceValue(device_empty(idx.size, g.dtype), idx.shape, g.dtype)
             strided_copy(g, full, broadcast_strides(g, idx.shape))
             gflat, gstep = full.flat(), 1
-        lib.xent_grad_rows[grid_for(no * kd, cfg), cfg.block](
+        launch(lib.xent_grad_rows, grid_for(no * kd, cfg), cfg.block)(
             gflat,
             gstep,
             materialize(idx).flat(),
@@ -631,7 +634,7 @@ def _argmax(kernel: Kernel) -> CudaCompiledKernel:
             no, nr, kd = 1, x.size, 1
         else:
             no, nr, kd = _class_dims(x.shape, op.axis % x.ndim)
-        lib.argmax_rows[grid_for(no * kd, cfg), cfg.block](materialize(x).flat(), out.flat(), no, nr, kd)
+        launch(lib.argmax_rows, grid_for(no * kd, cfg), cfg.block)(materialize(x).flat(), out.flat(), no, nr, kd)
 
     return _kernel(kernel, run, [lib.argmax_rows])
 
@@ -639,10 +642,8 @@ def _argmax(kernel: Kernel) -> CudaCompiledKernel:
 @register(Sum, Unbroadcast, Max, Min)
 def _reduce(kernel: Kernel) -> CudaCompiledKernel:
     node = kernel.anchor
-    axes = reduction_axes(node)
-    assert axes is not None  # unsupported_reason refuses the others at compile time
     loop = Kernel("reduction", [node], list(node.inputs), [node], kernel.index)
-    inner = build_reduction(loop, axes)
+    inner = build_reduction(loop, reduction_axes(node))  # None: an unbroadcast deciding its axes at run time
 
     def run(*values: DeviceValue) -> None:
         inner.run(materialize(values[0]), *values[1:])
@@ -663,11 +664,8 @@ def _reduce(kernel: Kernel) -> CudaCompiledKernel:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Convolution (1-d and 2-d, stride, padding, dilation, groups): im2col + the GEMM above, col2im as a gather.
-# cols is (C*kh*kw, N*P); per group g the GEMMs are batched over g with offset tables:
-#   forward       tmp[g] (O/G, N*P) = w[g] (O/G, K) @ cols[g] (K, N*P), then tmp (O, N, P) -> out (N, O, P)
-#   grad input    dcols[g] (K, N*P) = w[g].T @ gt[g] (gt = g as (O, N, P)), then col2im
-#   grad weight   dw[g] (O/G, K) = gt[g] (O/G, N*P) @ cols[g].T
+# Convolution (1-d and 2-d, stride, padding, dilation, groups): the single-launch direct kernels of
+# compiler/codegen/cuda/fused.py (forward with its epilogue, input gradient as a gather, weight gradient by a tree).
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -679,143 +677,25 @@ def _conv_geom(op: Any) -> tuple[int, int, int, int, int, int]:
     return (sh, sw, op.padding[0][0], op.padding[1][0], dh, dw)
 
 
-def _as4d(v: DeviceValue) -> tuple[int, int, int, int]:
-    return (v.shape[0], v.shape[1], 1, v.shape[2]) if v.ndim == 3 else v.shape  # type: ignore[return-value]
-
-
-class _Conv:
-    """The shared pieces of the three conv kernels of one op: geometry, scratch, the GEMM."""
-
-    def __init__(self, op: Any, scratch: dict[Any, Any]) -> None:
-        if len(op.stride) not in (1, 2):
-            raise OpRuntimeError(f"cuda {op.name}: only 1-d and 2-d convolutions are supported")
-        self.geom = _conv_geom(op)
-        self.groups = op.groups
-        self.cfg = launch_config()
-        self.lib = library_module()
-        self.gemm = matmul_run(self.cfg)
-        self.scratch = scratch
-
-    def buffer(self, slot: str, n: int, dtype: np.dtype) -> DeviceValue:
-        key = (slot, n, np.dtype(dtype).str)
-        arr = self.scratch.get(key)
-        if arr is None:
-            arr = self.scratch[key] = device_empty(n, dtype)
-        return DeviceValue(arr, (n,), dtype)
-
-    def dims(self, x: DeviceValue, w: DeviceValue, out_spatial: tuple[int, int]) -> tuple[int, ...]:
-        n, c, h, wd = _as4d(x)
-        _, _, kh, kw = _as4d(w)
-        return (n, c, h, wd, kh, kw, *out_spatial)
-
-    def im2col(self, x: DeviceValue, d: tuple[int, ...]) -> DeviceValue:
-        n, c, h, w, kh, kw, oh, ow = d
-        cols = self.buffer("cols", c * kh * kw * n * oh * ow, x.dtype)
-        total = c * kh * kw * n * oh * ow
-        self.lib.im2col[grid_for(total, self.cfg), self.cfg.block](
-            materialize(x).flat(), cols.data, n, c, h, w, kh, kw, oh, ow, *self.geom
-        )
-        return cols
-
-    def forward(self, x: DeviceValue, w: DeviceValue, out: DeviceValue) -> None:
-        n, o = out.shape[0], out.shape[1]
-        oh, ow = _as4d(out)[2:]
-        d = self.dims(x, w, (oh, ow))
-        if out.size == 0:
-            return
-        c, kh, kw = d[1], d[4], d[5]
-        g = self.groups
-        k, npx = (c // g) * kh * kw, n * oh * ow
-        cols = self.im2col(x, d)
-        tmp = self.buffer("tmp", o * npx, out.dtype)
-        self.gemm(
-            DeviceValue(materialize(w).flat(), (g, o // g, k), w.dtype),
-            DeviceValue(cols.data, (g, k, npx), x.dtype),
-            DeviceValue(tmp.data, (g, o // g, npx), out.dtype),
-        )
-        # tmp is (O, N, P): copy it to out (N, O, P)
-        p = oh * ow
-        strided_copy(DeviceValue(tmp.data, (n, o, p), out.dtype, (p, n * p, 1)), out.reshaped((n, o, p)))
-
-    def grad_out_t(self, gv: DeviceValue) -> DeviceValue:
-        """The output gradient (N, O, P) as a contiguous (O, N, P) scratch array."""
-        n, o = gv.shape[0], gv.shape[1]
-        p = gv.size // max(n * o, 1)
-        gt = self.buffer("gt", gv.size, gv.dtype)
-        src = materialize(gv)
-        view = DeviceValue(src.data, (o, n, p), gv.dtype, (p, o * p, 1))
-        strided_copy(view, DeviceValue(gt.data, (o, n, p), gv.dtype))
-        return gt
-
-    def grad_input(self, gv: DeviceValue, w: DeviceValue, out: DeviceValue) -> None:
-        oh, ow = _as4d(gv)[2:]
-        d = self.dims(out, w, (oh, ow))
-        n, c, h, wd, kh, kw = d[:6]
-        if out.size == 0:
-            return
-        g, o = self.groups, w.shape[0]
-        k, npx = (c // g) * kh * kw, n * oh * ow
-        if npx == 0:
-            fill(out, 0)
-            return
-        gt = self.grad_out_t(gv)
-        dcols = self.buffer("cols", c * kh * kw * npx, out.dtype)
-        og = o // g
-        self.gemm(
-            DeviceValue(materialize(w).flat(), (g, k, og), w.dtype, (og * k, 1, k)),
-            DeviceValue(gt.data, (g, og, npx), gv.dtype),
-            DeviceValue(dcols.data, (g, k, npx), out.dtype),
-        )
-        self.lib.col2im[grid_for(out.size, self.cfg), self.cfg.block](
-            dcols.data, out.flat(), n, c, h, wd, kh, kw, oh, ow, *self.geom, out.dtype.type(0)
-        )
-
-    def grad_weight(self, x: DeviceValue, gv: DeviceValue, out: DeviceValue) -> None:
-        oh, ow = _as4d(gv)[2:]
-        d = self.dims(x, out, (oh, ow))
-        n, c, kh, kw = d[0], d[1], d[4], d[5]
-        if out.size == 0:
-            return
-        g, o = self.groups, out.shape[0]
-        k, npx = (c // g) * kh * kw, n * oh * ow
-        if npx == 0:
-            fill(out, 0)
-            return
-        cols = self.im2col(x, d)
-        gt = self.grad_out_t(gv)
-        self.gemm(
-            DeviceValue(gt.data, (g, o // g, npx), gv.dtype),
-            DeviceValue(cols.data, (g, npx, k), x.dtype, (k * npx, 1, npx)),
-            DeviceValue(out.flat(), (g, o // g, k), out.dtype),
-        )
-
-
-def _conv_kernel(kernel: Kernel, method: str) -> CudaCompiledKernel:
-    ck = CudaCompiledKernel(kernel, run=lambda *a: None)
-    conv = _Conv(kernel.anchor.op, ck.scratch)
-    fn = getattr(conv, method)
-    if method == "forward":
-        ck.run = fn
-    else:
-        ck.run = lambda a, b, ref, out: fn(a, b, out)  # the reference operand only gives out's shape
-    ck.serial = ck.run
-    ck.dispatchers = [conv.lib.im2col, conv.lib.col2im, gemm_module(kernel.anchor.dtype, conv.cfg.tile).gemm]
-    return ck
-
-
 @register(Conv)
 def _conv(kernel: Kernel) -> CudaCompiledKernel:
-    return _conv_kernel(kernel, "forward")
+    from compiler.codegen.cuda.fused import conv_forward_kernel
+
+    return conv_forward_kernel(kernel)
 
 
 @register(ConvGradInput)
 def _conv_grad_input(kernel: Kernel) -> CudaCompiledKernel:
-    return _conv_kernel(kernel, "grad_input")
+    from compiler.codegen.cuda.fused import conv_grad_input_kernel
+
+    return conv_grad_input_kernel(kernel)
 
 
 @register(ConvGradWeight)
 def _conv_grad_weight(kernel: Kernel) -> CudaCompiledKernel:
-    return _conv_kernel(kernel, "grad_weight")
+    from compiler.codegen.cuda.fused import conv_grad_weight_kernel
+
+    return conv_grad_weight_kernel(kernel)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -868,7 +748,7 @@ def _logsumexp(kernel: Kernel) -> CudaCompiledKernel:
             src = DeviceValue(ck.scratch[key], view.shape, x.dtype)
             strided_copy(view, src)
         nk = x.size // nr
-        lib.lse_rows[grid_for(nk, cfg), cfg.block](src.flat(), out.flat(), nk, nr, x.dtype.type(0))
+        launch(lib.lse_rows, grid_for(nk, cfg), cfg.block)(src.flat(), out.flat(), nk, nr, x.dtype.type(0))
 
     ck.run = ck.serial = run
     return ck
@@ -897,7 +777,7 @@ def _class_op(kernel: Kernel, name: str) -> CudaCompiledKernel:
             fill(out, 0)
             return
         src = materialize(a) if name == "take_class_rows" else materialize(_broadcast_to(a, idx.shape))
-        fn[grid_for(no * kd, cfg), cfg.block](
+        launch(fn, grid_for(no * kd, cfg), cfg.block)(
             src.flat(), materialize(idx).flat(), out.flat(), no, nc, kd, has_ignore, ignore
         )
 
@@ -934,7 +814,7 @@ def _batch_norm_eval(kernel: Kernel) -> CudaCompiledKernel:
         if out.size == 0:
             return
         c = x.shape[1]
-        lib.batch_norm_eval[grid_for(out.size, cfg), cfg.block](
+        launch(lib.batch_norm_eval, grid_for(out.size, cfg), cfg.block)(
             materialize(x).flat(),
             *(materialize(v).flat() for v in stats),
             out.flat(),
@@ -962,7 +842,7 @@ def _embedding(kernel: Kernel) -> CudaCompiledKernel:
         if out.size == 0:
             return
         d = weight.shape[1]
-        lib.embedding_rows[grid_for(out.size, cfg), cfg.block](
+        launch(lib.embedding_rows, grid_for(out.size, cfg), cfg.block)(
             materialize(idx).flat(), materialize(weight).flat(), out.flat(), idx.size, d, has_ignore, ignore
         )
 
@@ -989,7 +869,7 @@ def _embedding_grad(kernel: Kernel) -> CudaCompiledKernel:
         # the rows' positions are grouped on the host (the labels are there already), a stable counting sort
         order, starts = group_rows(np.ascontiguousarray(labels).reshape(-1), nrows, has_ignore, ignore)
         d = out.size // max(nrows, 1)
-        lib.embedding_grad_rows[grid_for(out.size, cfg), cfg.block](
+        launch(lib.embedding_grad_rows, grid_for(out.size, cfg), cfg.block)(
             materialize(g).flat(), upload(order), upload(starts), out.flat(), nrows, d, padding, out.dtype.type(0)
         )
 

@@ -15,8 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from compiler.codegen.cache import load_module
-from compiler.codegen.cuda.device import CudaCompiledKernel, DeviceValue, download, grid_for, launch_config
+from compiler.codegen.cuda.device import (
+    CudaCompiledKernel,
+    DeviceValue,
+    download,
+    grid_for,
+    launch,
+    launch_config,
+    load_cuda_module,
+)
 from compiler.codegen.cuda.elementwise import module_header
 from compiler.codegen.cuda.library import (
     _broadcast_to,
@@ -256,7 +263,7 @@ def more_module() -> ModuleType:
     """The loaded module of this file's kernels."""
     misc = _MISC.replace("{mix1}", hex(rnd.MIX1)).replace("{mix2}", hex(rnd.MIX2)).replace("{gamma}", hex(rnd.GAMMA))
     source = "\n".join(module_header("symdl cuda library kernels: pooling, dropout, checks.")) + _POOL + misc
-    return load_module(source, "cuda_library_more")
+    return load_cuda_module(source, "cuda_library_more")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -297,9 +304,9 @@ def _max_family(kernel: Kernel, mode: int) -> CudaCompiledKernel:
         a = materialize(_broadcast_to(values[0], x.shape)).flat() if mode == _GATHER else xf
         grid = grid_for(out.size, cfg)
         if mode == _INDICES:
-            mod.max_pool_rows[grid, cfg.block](mode, a, xf, xf, out.flat(), planes, h, w, oh, ow, geom)
+            launch(mod.max_pool_rows, grid, cfg.block)(mode, a, xf, xf, out.flat(), planes, h, w, oh, ow, geom)
         else:
-            mod.max_pool_rows[grid, cfg.block](mode, a, xf, out.flat(), out.flat(), planes, h, w, oh, ow, geom)
+            launch(mod.max_pool_rows, grid, cfg.block)(mode, a, xf, out.flat(), out.flat(), planes, h, w, oh, ow, geom)
 
     return _kernel(kernel, run, [mod.max_pool_rows])
 
@@ -330,7 +337,7 @@ def _max_pool_grad(kernel: Kernel) -> CudaCompiledKernel:
             return
         planes, h, w = _plane_dims(x.shape)
         _, oh, ow = _plane_dims(g.shape)
-        mod.max_pool_grad_gather[grid_for(out.size, cfg), cfg.block](
+        launch(mod.max_pool_grad_gather, grid_for(out.size, cfg), cfg.block)(
             materialize(g).flat(), materialize(x).flat(), out.flat(), planes, h, w, oh, ow, geom
         )
 
@@ -352,7 +359,7 @@ def _avg_pool(kernel: Kernel) -> CudaCompiledKernel:
             return
         planes, h, w = _plane_dims(x.shape)
         _, oh, ow = _plane_dims(out.shape)
-        mod.avg_pool_rows[grid_for(out.size, cfg), cfg.block](
+        launch(mod.avg_pool_rows, grid_for(out.size, cfg), cfg.block)(
             materialize(x).flat(), out.flat(), planes, h, w, oh, ow, geom, include_pad, override
         )
 
@@ -370,7 +377,7 @@ def _avg_pool_grad(kernel: Kernel) -> CudaCompiledKernel:
             return
         planes, h, w = _plane_dims(out.shape)
         _, oh, ow = _plane_dims(g.shape)
-        mod.avg_pool_grad_gather[grid_for(out.size, cfg), cfg.block](
+        launch(mod.avg_pool_grad_gather, grid_for(out.size, cfg), cfg.block)(
             materialize(g).flat(), out.flat(), planes, h, w, oh, ow, geom, include_pad, override
         )
 
@@ -454,7 +461,7 @@ def _dropout_mask(kernel: Kernel) -> CudaCompiledKernel:
     def run(x: DeviceValue, state: DeviceValue, out: DeviceValue) -> None:
         if out.size == 0:
             return
-        mod.dropout_mask[grid_for(out.size, cfg), cfg.block](
+        launch(mod.dropout_mask, grid_for(out.size, cfg), cfg.block)(
             materialize(state).flat(), stream, threshold, scale, zero, out.flat(), out.size
         )
 
@@ -480,7 +487,7 @@ def _check_probabilities(kernel: Kernel) -> CudaCompiledKernel:
             ck.scratch[key] = device_empty(nthreads, np.dtype(np.int64))
         bad = ck.scratch[key]
         src = materialize(x)
-        mod.check_probabilities[grid, cfg.block](src.flat(), out.flat(), bad, x.size)
+        launch(mod.check_probabilities, grid, cfg.block)(src.flat(), out.flat(), bad, x.size)
         if bad.copy_to_host().any():
             op.perform(download(src))  # raises with the op's message (first bad entry, count)
 
@@ -504,6 +511,6 @@ def _one_hot(kernel: Kernel) -> CudaCompiledKernel:
         _check_range(host_array(labels), nc, "label", "classes", None)
         if out.size == 0:
             return
-        mod.one_hot[grid_for(out.size, cfg), cfg.block](materialize(labels).flat(), out.flat(), labels.size, nc)
+        launch(mod.one_hot, grid_for(out.size, cfg), cfg.block)(materialize(labels).flat(), out.flat(), labels.size, nc)
 
     return _kernel(kernel, run, [mod.one_hot])

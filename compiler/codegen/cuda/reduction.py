@@ -8,7 +8,8 @@ loop-shaped outputs, the accumulation):
 
 - ``kernel_rows`` — one thread per output element, a serial loop over ``r``: used when ``nr`` is small
   (:attr:`LaunchConfig.rows_max`), where a block per output would idle;
-- ``kernel_blocks`` — ``nparts`` blocks per output element, each reducing a contiguous slice of ``r`` (thread
+- ``kernel_blocks`` — ``nparts`` blocks per output element (one, and no second launch, when ``nr`` is at most
+  :attr:`LaunchConfig.one_pass_max`), each reducing a contiguous slice of ``r`` (thread
   ``t`` takes ``r = lo + t, lo + t + B, ...``) and combining its threads' partials with a shared-memory tree; block
   ``(k, c)`` writes ``part[k * nparts + c]``, and ``combine`` (a second launch, one thread per output) folds each
   output's partials in order. No float atomics: the result depends only on the shapes, never on scheduling.
@@ -21,10 +22,10 @@ group's loop-shaped outputs are stored exactly once.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from compiler.codegen.cache import load_module
 from compiler.codegen.cpu.elementwise import read_inputs
 from compiler.codegen.cuda.device import (
     CudaCompiledKernel,
@@ -32,7 +33,9 @@ from compiler.codegen.cuda.device import (
     LaunchConfig,
     device_empty,
     grid_for,
+    launch,
     launch_config,
+    load_cuda_module,
 )
 from compiler.codegen.cuda.elementwise import horner, module_header, peel, read_axes
 from compiler.codegen.scalar import scalar_expr
@@ -91,12 +94,23 @@ def _fold(kind: str, acc: str, v: str, floating: bool) -> list[str]:
     return [f"if {v} {cmp} {acc}{nan}:", f"{_INDENT}{acc} = {v}"]
 
 
-def _body(kernel: Kernel, shape: tuple, axes: tuple[int, ...]) -> tuple[list[str], list[str], list[str], str]:
+def _body(
+    kernel: Kernel,
+    shape: tuple,
+    axes: tuple[int, ...],
+    ins: list[str] | None = None,
+    outs: list[str] | None = None,
+    prefix: str = "",
+) -> tuple[list[str], list[str], list[str], str]:
     """(invariant statements, statements that depend on kept axes only, statements inside the reduced loop (incl.
-    stores), the name of the folded value)."""
+    stores), the name of the folded value). Input ``j`` is the flat array ``ins[j]`` (default ``in{j}``), stored
+    output ``j`` is ``outs[j]`` (default ``out{j}``); loop indices, dims and locals start with ``prefix``."""
     r = kernel.nodes[-1]
     members = kernel.nodes[:-1]
     stored = kernel.outputs[:-1]
+    ins = [f"in{j}" for j in range(len(kernel.inputs))] if ins is None else ins
+    outs = [f"out{j}" for j in range(len(stored))] if outs is None else outs
+    p = prefix
     rank = len(shape)
     red = set(axes)
     levels: dict[str, list[str]] = {"inv": [], "kept": [], "red": []}
@@ -110,16 +124,16 @@ def _body(kernel: Kernel, shape: tuple, axes: tuple[int, ...]) -> tuple[list[str
         ax = read_axes(t, shape)
         ax_list = list(range(rank)) if ax is None else ax
         lv = "red" if red & set(ax_list) else ("kept" if ax_list else "inv")
-        names[t.id], level[t.id] = f"x{j}", lv
-        levels[lv].append(f"x{j} = in{j}[{horner(ax_list)}]")
+        names[t.id], level[t.id] = f"{p}x{j}", lv
+        levels[lv].append(f"{p}x{j} = {ins[j]}[{horner(ax_list, p)}]")
     for k, n in enumerate(members):
         args = [names.get(i.id, "None") for i in n.inputs]
         lv = max((level[i.id] for i in read_inputs(n)), key=order.__getitem__, default="inv")
-        names[n.id], level[n.id] = f"v{k}", lv
-        levels[lv].append(f"v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
+        names[n.id], level[n.id] = f"{p}v{k}", lv
+        levels[lv].append(f"{p}v{k} = {scalar_expr(n.op, args, n.inputs[-1].dtype)}")
     if stored:
-        levels["red"].append(f"li = {horner(list(range(rank)))}")
-        levels["red"] += [f"out{j}[li] = {names[t.id]}" for j, t in enumerate(stored)]
+        levels["red"].append(f"{p}li = {horner(list(range(rank)), p)}")
+        levels["red"] += [f"{outs[j]}[{p}li] = {names[t.id]}" for j, t in enumerate(stored)]
     return levels["inv"], levels["kept"], levels["red"], names[r.inputs[0].id]
 
 
@@ -214,34 +228,54 @@ def _split(dims: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int]:
     return nk, nr
 
 
-def build_reduction(kernel: Kernel, axes: tuple[int, ...] | None = None) -> CudaCompiledKernel:
+def loop_dims_of(kernel: Kernel) -> Callable[[Sequence[DeviceValue]], tuple[int, ...]]:
+    """``dims(values)``: the concrete loop dims of a reduction kernel from its ``(*inputs, *outputs)`` values (the
+    first stored output's shape, else an input with the loop's shape, else the inputs' broadcast shape)."""
+    nin, nstored = len(kernel.inputs), len(kernel.outputs) - 1
+    loop_static = tuple(kernel.nodes[-1].inputs[0].shape)
+    # a kernel input with the loop's shape (the reduced value itself for a lone reduction) gives the loop dims
+    full = next((j for j, t in enumerate(kernel.inputs) if read_axes(t, loop_static) is None), None)
+
+    def dims(values: Sequence[DeviceValue]) -> tuple[int, ...]:
+        if nstored:
+            return tuple(values[nin].shape)
+        if full is not None:
+            return tuple(values[full].shape)
+        return tuple(np.broadcast_shapes(*(v.shape for v in values[:nin])))
+
+    return dims
+
+
+def split_sizes(dims: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, int]:
+    """``(nk, nr)``: elements kept (outputs) and reduced per output of a loop over ``dims``."""
+    return _split(dims, axes)
+
+
+def build_reduction(
+    kernel: Kernel, axes: tuple[int, ...] | None = None, scratch: dict[int, object] | None = None
+) -> CudaCompiledKernel:
     """Generate and load a reduction kernel; ``run(*inputs, *stored outputs, reduced output)`` over device values.
 
-    ``warm(...)`` launches both kernels, so that warm-up compiles every variant whatever the sizes."""
+    ``warm(...)`` launches both kernels, so that warm-up compiles every variant whatever the sizes. An
+    ``unbroadcast`` whose summed axes are known only at run time gets :func:`build_runtime_axes_reduction`.
+    ``scratch``: the dict of partial-sum arrays to use (shared by the variants of one kernel)."""
     r = kernel.nodes[-1]
     if axes is None:
         axes = reduction_axes(r)
-    assert axes is not None
+    if axes is None:
+        return build_runtime_axes_reduction(kernel)
     kind = fold_kind(r)
     cfg = launch_config()
     source = emit_source(kernel, axes, kind, cfg)
-    mod = load_module(source, kernel.name)
+    mod = load_cuda_module(source, kernel.name)
     nin, nstored = len(kernel.inputs), len(kernel.outputs) - 1
     value_node = r.inputs[0]
-    loop_static = tuple(value_node.shape)
-    # a kernel input with the loop's shape (the reduced value itself for a lone reduction) gives the loop dims
-    full = next((j for j, t in enumerate(kernel.inputs) if read_axes(t, loop_static) is None), None)
-    scratch: dict[int, object] = {}
+    if scratch is None:
+        scratch = {}
     floating = value_node.dtype.kind == "f"
+    loop_dims = loop_dims_of(kernel)
 
-    def loop_dims(values: tuple[DeviceValue, ...]) -> tuple[int, ...]:
-        if nstored:
-            return values[nin].shape
-        if full is not None:
-            return values[full].shape
-        return tuple(np.broadcast_shapes(*(v.shape for v in values[:nin])))
-
-    def launch(values: tuple[DeviceValue, ...], mode: str) -> None:
+    def go(values: tuple[DeviceValue, ...], mode: str) -> None:
         dims = loop_dims(values)
         out = values[nin + nstored]
         nk, nr = _split(dims, axes)
@@ -257,24 +291,26 @@ def build_reduction(kernel: Kernel, axes: tuple[int, ...] | None = None) -> Cuda
         arrays = [v.flat() for v in values[: nin + nstored]]
         red = out.flat()
         if mode == "rows" or (mode == "auto" and nr <= cfg.rows_max):
-            mod.kernel_rows[grid_for(nk, cfg), cfg.block](*arrays, red, nk, nr, *dims)
+            launch(mod.kernel_rows, grid_for(nk, cfg), cfg.block)(*arrays, red, nk, nr, *dims)
             return
         chunk = cfg.reduce_block * cfg.reduce_items
+        if mode == "auto" and nr <= cfg.one_pass_max:
+            chunk = nr  # one block per output element: no second pass
         nparts = -(-nr // chunk)
         part = scratch.get(nk * nparts)
         if part is None:
             part = scratch[nk * nparts] = device_empty(nk * nparts, np.float64 if floating else np.int64)
         blocks = max(1, min(nk * nparts, cfg.max_blocks * 16))
-        mod.kernel_blocks[blocks, cfg.reduce_block](*arrays, red, part, nk, nr, nparts, chunk, *dims)
+        launch(mod.kernel_blocks, blocks, cfg.reduce_block)(*arrays, red, part, nk, nr, nparts, chunk, *dims)
         if nparts > 1:
-            mod.combine[grid_for(nk, cfg), cfg.block](part, red, nk, nparts)
+            launch(mod.combine, grid_for(nk, cfg), cfg.block)(part, red, nk, nparts)
 
     def run(*values: DeviceValue) -> None:
-        launch(values, "auto")
+        go(values, "auto")
 
     def warm(*values: DeviceValue) -> None:
-        launch(values, "rows")
-        launch(values, "blocks")
+        go(values, "rows")
+        go(values, "blocks")
 
     return CudaCompiledKernel(
         kernel,
@@ -285,3 +321,66 @@ def build_reduction(kernel: Kernel, axes: tuple[int, ...] | None = None) -> Cuda
         warm=warm,
         scratch=scratch,
     )
+
+
+def runtime_axes(kernel: Kernel) -> Callable[[Sequence[DeviceValue]], tuple[int, ...]]:
+    """``axes(values)``: the loop axes an ``unbroadcast`` kernel sums, from the concrete shapes of its
+    ``(*inputs, *outputs)`` values: the leading axes the reference lacks, and every axis where the reference (the
+    reduced output, which has its shape) is 1 and the loop is not (as ``symdl.ops.shape._unbroadcast_axes``)."""
+    r = kernel.nodes[-1]
+    assert isinstance(r.op, Unbroadcast)
+    nin, nstored = len(kernel.inputs), len(kernel.outputs) - 1
+    lead = r.inputs[0].ndim - r.inputs[1].ndim
+    loop_dims = loop_dims_of(kernel)
+
+    def axes(values: Sequence[DeviceValue]) -> tuple[int, ...]:
+        dims = loop_dims(values)
+        out = values[nin + nstored].shape
+        return tuple(range(lead)) + tuple(a + lead for a, d in enumerate(out) if d == 1 and dims[a + lead] != 1)
+
+    return axes
+
+
+def build_runtime_axes_reduction(kernel: Kernel) -> CudaCompiledKernel:
+    """A reduction kernel ending in an ``unbroadcast`` whose reference has dims unknown before run time (e.g. a
+    gradient with respect to a value of shape ``(None, 4)`` broadcast against ``(None, 4)``): each call decides the
+    summed axes from the concrete shapes (:func:`runtime_axes`) and runs the :func:`build_reduction` kernel of those
+    axes, generated on first use and kept (one variant per axes tuple; usually one or two). The variants share
+    their partial-sum scratch arrays. ``source``/``dispatchers`` start with the variant of the axes assumed when
+    every unknown reference dim is not 1, and grow as variants are built."""
+    r = kernel.nodes[-1]
+    ref = r.inputs[1]
+    lead = r.inputs[0].ndim - ref.ndim
+    loop_static = tuple(r.inputs[0].shape)
+    guess = tuple(range(lead)) + tuple(
+        a + lead for a, d in enumerate(ref.shape) if d == 1 and loop_static[a + lead] != 1
+    )
+    scratch: dict[int, object] = {}
+    variants: dict[tuple[int, ...], CudaCompiledKernel] = {guess: build_reduction(kernel, guess, scratch)}
+    axes_of = runtime_axes(kernel)
+    first = variants[guess]
+    ck = CudaCompiledKernel(
+        kernel, run=first.run, serial=first.run, source=first.source, dispatchers=list(first.dispatchers)
+    )
+
+    def variant(values: Sequence[DeviceValue]) -> CudaCompiledKernel:
+        axes = axes_of(values)
+        v = variants.get(axes)
+        if v is None:
+            v = variants[axes] = build_reduction(kernel, axes, scratch)
+            ck.dispatchers.extend(v.dispatchers)
+            ck.source += "\n# variant summing loop axes " + str(axes) + "\n" + v.source
+        return v
+
+    def run(*values: DeviceValue) -> None:
+        variant(values).run(*values)
+
+    def warm(*values: DeviceValue) -> None:
+        w = variant(values).warm
+        assert w is not None
+        w(*values)
+
+    ck.run = ck.serial = run
+    ck.warm = warm
+    ck.scratch = scratch
+    return ck
