@@ -898,18 +898,7 @@ def _max_family_chunk(mode, a, x, out, idx, t, nt, pgeom):  # noqa: ANN001, ANN2
         oh, ow = idx.shape[1], idx.shape[2]
     else:
         oh, ow = out.shape[1], out.shape[2]
-    kh, kw, sh, sw = pgeom[0], pgeom[1], pgeom[2], pgeom[3]
-    if (
-        kh == 2
-        and kw == 2
-        and sh == 2
-        and sw == 2
-        and oh == x.shape[1] // 2
-        and ow == x.shape[2] // 2
-        and (_max_fast_ok(x, oh, ow, pgeom))
-    ):
-        _max_2x2_planes(mode, a, x, out, idx, p0, p1)
-    elif _max_fast_ok(x, oh, ow, pgeom):
+    if _max_fast_ok(x, oh, ow, pgeom):
         _max_fast_planes(mode, a, x, out, idx, p0, p1, pgeom)
     else:
         for p in range(p0, p1):
@@ -926,6 +915,19 @@ def _max_family_range(mode, a, x, out, idx, pgeom, t0, t1):  # noqa: ANN001, ANN
     for t in range(t0, t1):
         _max_family_chunk(mode, a, x, out, idx, t, nt, pgeom)
 
+
+@njit(cache=True, nogil=True)
+def _max_2x2_range(mode, a, x, out, idx, t0, t1):  # noqa: ANN001, ANN202
+    """Chunks ``t0 <= t < t1`` of planes of the 2x2 / stride-2 max-pool family (:func:`_max_2x2_planes`). A kernel
+    of its own, picked by the caller, so a model with only 2x2 pools never compiles the general paths (and the
+    other way round): 6 s of the LeNet step's cold compile was the max-pool family with all its paths."""
+    n = x.shape[0]
+    nt = min(n, _POOL_CHUNKS)
+    for t in range(t0, t1):
+        _max_2x2_planes(mode, a, x, out, idx, t * n // nt, (t + 1) * n // nt)
+
+
+_max_2x2_par, _max_2x2_ser = task_runners(_max_2x2_range, lambda mode, a, x, out, idx: min(x.shape[0], _POOL_CHUNKS))
 
 _max_family_par, _max_family_ser = task_runners(
     _max_family_range, lambda mode, a, x, out, idx, pgeom: min(x.shape[0], _POOL_CHUNKS)
@@ -993,33 +995,42 @@ _avg_family_par, _avg_family_ser = task_runners(
 
 
 def _max_family_impl(node: Tensor, mode: int) -> LibraryImpl:
-    """``run(x, out)`` (MAX, INDICES) or ``run(a, x, out)`` (GATHER, GRAD) over the max-pool family kernel."""
+    """``run(x, out)`` (MAX, INDICES) or ``run(a, x, out)`` (GATHER, GRAD) over the max-pool family kernel: the
+    2x2 / stride-2 kernel when the windows tile the input (floor mode), else the general one."""
     pgeom = _pool_geom(node.op)
     no_idx = np.empty((0, 0, 0), np.int64)
     no_out = np.empty((0, 0, 0), node.inputs[-1].dtype)
+    two_by_two = tuple(pgeom) == (2, 2, 2, 2, 0, 0, 1, 1)
 
-    def make(par: Callable[..., None], ser: Callable[..., None]) -> Callable[..., None]:
+    def call(parallel: bool, a: np.ndarray, x: np.ndarray, out: np.ndarray, idx: np.ndarray, pooled: tuple) -> None:
+        par = parallel and x.size >= PARALLEL_MIN_SIZE
+        if two_by_two and pooled[-2:] == (x.shape[-2] // 2, x.shape[-1] // 2):
+            (_max_2x2_par if par else _max_2x2_ser)(mode, a, x, out, idx)
+        else:
+            (_max_family_par if par else _max_family_ser)(mode, a, x, out, idx, pgeom)
+
+    def make(parallel: bool) -> Callable[..., None]:
         if mode in (_MAX, _INDICES):
 
             def run(x: np.ndarray, out: np.ndarray) -> None:
-                kernel = par if x.size >= PARALLEL_MIN_SIZE else ser
+                xp = _planes(x)
                 if mode == _MAX:
-                    kernel(mode, _planes(x), _planes(x), _planes(out), no_idx, pgeom)
+                    call(parallel, xp, xp, _planes(out), no_idx, out.shape)
                 else:
-                    kernel(mode, _planes(x), _planes(x), no_out, _planes(out), pgeom)
+                    call(parallel, xp, xp, no_out, _planes(out), out.shape)
 
             return run
 
         def run2(a: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
             if mode == _GATHER and a.shape != x.shape:
                 a = np.broadcast_to(a, x.shape)
-            kernel = par if x.size >= PARALLEL_MIN_SIZE else ser
-            kernel(mode, _planes(a), _planes(x), _planes(out), no_idx, pgeom)
+            pooled = out.shape if mode == _GATHER else a.shape
+            call(parallel, _planes(a), _planes(x), _planes(out), no_idx, pooled)
 
         return run2
 
-    par, ser = _max_family_par, _max_family_ser
-    return LibraryImpl(make(par, ser), par.dispatchers, parallel=True, serial=make(ser, ser))
+    dispatchers = _max_family_par.dispatchers + _max_2x2_par.dispatchers
+    return LibraryImpl(make(True), dispatchers, parallel=True, serial=make(False))
 
 
 @register(MaxPool)
