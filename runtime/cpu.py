@@ -192,15 +192,18 @@ class Instance:
                 args[pos] = a
 
     def stale(self) -> bool:
-        """True when some parameter's ``_value`` object is not the one bound (the user assigned ``p.value``)."""
+        """True when some parameter's ``_value`` object is not the one bound (the user assigned ``p.value``).
+        Parameters whose newest value is on a device (a cuda step updated them) are brought up to date first."""
         for p, v in self.param_values:
+            if p._pull is not None:
+                p._pull(p)
             if p._value is not v:
                 return True
         return False
 
     def _leaf(self, t: Tensor, updated: bool) -> np.ndarray:
         if isinstance(t, Parameter):
-            v = t._value
+            v = t.host_value()
             if not v.flags.c_contiguous or (updated and not v.flags.writeable):
                 t._value = v = np.array(v, order="C", copy=True)  # same value, the layout kernels expect
             return v

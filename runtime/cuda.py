@@ -7,9 +7,10 @@ the old values and applies; outputs are fresh host arrays). Where the data lives
   :class:`~symdl.graph.Parameter` (a process-wide store, :func:`device_parameter`), uploaded on first use and
   again only when ``p._value`` is a different array object than the one last synced (``p.value = ...``, which
   every symdl API uses; editing the array in place is not seen). Updates are written on the device (update
-  values are staged first when they live in a parameter, so swaps read old values), then **downloaded after
-  each call into the parameter's existing host array** (in place, like the CPU target), so ``p.value`` is always
-  current. Simple and correct; a lazy download is a later optimisation.
+  values are staged first when they live in a parameter, so swaps read old values) and **downloaded on demand**:
+  an updated parameter gets ``p._pull``, so the next read of ``p.value`` (or a CPU-compiled function binding it)
+  copies the device value into the parameter's existing host array (in place, like the CPU target); a training
+  loop on the device moves no parameter bytes to the host.
 - **Inputs** are uploaded each call into per-signature device buffers; **outputs** are downloaded each call.
 - **Buffers**: per input-shape signature (LRU, as the CPU runtime) the plan's values are placed by
   :mod:`compiler.memory` (liveness-based reuse, in-place elementwise outputs): one device allocation per planned
@@ -67,6 +68,13 @@ def device_parameter(p: Parameter) -> Any:
         upload(p._value, entry.device)
         entry.host = p._value
     return entry.device
+
+
+def _pull_parameter(p: Parameter) -> None:
+    """``Parameter._pull`` of a parameter whose newest value is on the device: copy it to the host, once."""
+    p._pull = None
+    if p.id in _PARAMS:
+        _download_parameter(p)
 
 
 def _download_parameter(p: Parameter) -> None:
@@ -278,8 +286,8 @@ class CudaFunction:
             self._run(inst)
         outs = [download(materialize(dv)) for dv in inst.outputs]
         inst.apply_updates()
-        for p in inst.updated:
-            _download_parameter(p)
+        for p in inst.updated:  # the host copy is brought up to date when something reads it (p.value, a cpu call)
+            p._pull = _pull_parameter
         return outs
 
     def _run(self, inst: CudaInstance) -> None:
@@ -400,7 +408,7 @@ class CudaFunction:
             [download(materialize(dv)) for dv in inst.outputs]
             inst.apply_updates()
             for p in inst.updated:
-                _download_parameter(p)
+                p._pull = _pull_parameter
             call_s += clock() - t_call
             launches = LAUNCHES.total - before
             by_function = {k: v - funcs_before.get(k, 0) for k, v in LAUNCHES.by_kernel.items()}

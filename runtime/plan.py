@@ -24,7 +24,7 @@ import numpy as np
 from compiler.kernels import CompiledKernel
 from compiler.memory import MemoryPlan, StepUse
 from compiler.program import Program
-from runtime.reference import _none_dim_checks
+from runtime.reference import _none_dim_checks, check_none_dims_against_static, none_dim_static_checks
 from symdl.errors import Frame, GraphError, OpRuntimeError, SymdlError, where
 from symdl.graph import Constant, InferError, Parameter, Tensor, TensorType, describe, is_placeholder, toposort
 from symdl.ops.base import shape_matches
@@ -89,6 +89,7 @@ class Plan:
         slots += list(program.outputs) + [v for _, v in program.updates]
         self.shape_order: list[Tensor] = toposort(slots)  # every node whose concrete shape is needed
         self._none_checks = {n.id: _none_dim_checks(n) for n in self.shape_order if n.inputs}
+        self._static_checks = {n.id for n in self.shape_order if n.inputs and none_dim_static_checks(n)}
         self.step_uses: list[StepUse] = [
             StepUse(
                 "view" if s.is_view else s.kind,
@@ -161,6 +162,8 @@ class Plan:
                 continue
             ins = [shapes[i.id] for i in n.inputs]
             self._check_none_dims(n, ins)
+            if n.id in self._static_checks:
+                check_none_dims_against_static(n, ins)
             try:
                 tt = n.op.infer(*(TensorType(s, i.dtype) for s, i in zip(ins, n.inputs)))
             except InferError as e:

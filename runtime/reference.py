@@ -53,19 +53,53 @@ def _none_dim_checks(node: Tensor) -> list[tuple[int, list[int]]]:
     return checks
 
 
+def none_dim_static_checks(node: Tensor) -> list[tuple[int, list[int], int]]:
+    """For elementwise ops: ``(axis, operands, size)`` where operands declare the axis ``None`` but the result's
+    static dim is a known ``size`` (another operand fixes it). At run time those operands must have that size:
+    compiled kernels index a ``None`` dim as full size (a 1 would not broadcast), so every target refuses it."""
+    if not isinstance(node.op, Elementwise) or len(node.inputs) < 2:
+        return []
+    checks = []
+    nd = node.ndim
+    for ax in range(nd):
+        size = node.shape[ax]
+        if size is None or size == 1:
+            continue
+        idx = [k for k, i in enumerate(node.inputs) if ax - nd + i.ndim >= 0 and i.shape[ax - nd + i.ndim] is None]
+        if idx:
+            checks.append((ax, idx, size))
+    return checks
+
+
+def check_none_dims_against_static(node: Tensor, shapes: list[tuple[int, ...]]) -> None:
+    """Raise :class:`OpRuntimeError` when an operand's ``None`` dim does not have the size the graph fixed."""
+    for ax, idx, size in none_dim_static_checks(node):
+        for k in idx:
+            got = shapes[k][ax - node.ndim + len(shapes[k])]
+            if got != size:
+                raise OpRuntimeError(
+                    f"{node.op.name}: operand {k} ({node.inputs[k].label()}) has axis {ax} declared None, which the "
+                    f"other operands fix to {size}, but it is {got} at run time (shape {tuple(shapes[k])}); a None "
+                    f"dim takes the size the graph gives it and does not broadcast (use broadcast_to, or declare "
+                    f"the dim 1){where(node.frame)}"
+                )
+
+
 class ReferenceFunction:
     """``f(*arrays) -> list of arrays``; applies the program's updates after computing the outputs."""
 
     def __init__(self, program: Program, check_numerics: bool = False) -> None:
         self.program = program
         self.check_numerics = check_numerics
-        self._steps = [(n, [i.id for i in n.inputs], _none_dim_checks(n)) for n in program.order]
+        self._steps = [
+            (n, [i.id for i in n.inputs], _none_dim_checks(n), bool(none_dim_static_checks(n))) for n in program.order
+        ]
         self._input_ids = [p.id for p in program.inputs]
         self._leaves = [n for n in program.order if not n.inputs]
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         values: dict[int, np.ndarray] = dict(zip(self._input_ids, validate_inputs(self.program, arrays)))
-        for node, input_ids, none_checks in self._steps:
+        for node, input_ids, none_checks, static_checks in self._steps:
             if node.id in values:
                 continue
             if isinstance(node, (Parameter, Constant)):
@@ -82,6 +116,8 @@ class ReferenceFunction:
                         f"{sorted(sizes)} at run time; dims declared None must match (broadcast explicitly with "
                         f"broadcast_to if you mean it){where(node.frame)}"
                     )
+            if static_checks:
+                check_none_dims_against_static(node, [a.shape for a in args])
             try:
                 out = node.op.perform(*args)
                 if isinstance(out, np.generic):
@@ -104,6 +140,7 @@ class ReferenceFunction:
             if v.shape != p.shape:
                 raise OpRuntimeError(f"update of parameter {p.label()}: value has shape {v.shape}, expected {p.shape}")
         for p, v in new_values:
+            p._pull = None  # this value is the newest, whatever a device held
             p._value = np.array(v, copy=True)
         return outputs
 

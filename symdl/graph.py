@@ -417,9 +417,12 @@ def rebuild(op: Op, inputs: Sequence[Tensor], like: Tensor) -> Tensor:
 
 
 class Parameter(Tensor):
-    """A named variable holding a NumPy array. Compiled functions read it and may update it."""
+    """A named variable holding a NumPy array. Compiled functions read it and may update it.
 
-    __slots__ = ("_value", "trainable", "_dropout_streams")
+    A device target may hold the newest value (after a cuda training step): ``_pull`` is then set and the host
+    array is brought up to date on the next read of :attr:`value` (or by a CPU function that binds it)."""
+
+    __slots__ = ("_value", "trainable", "_dropout_streams", "_pull")
 
     def __init__(self, value: Any, name: str | None = None, trainable: bool = True) -> None:
         arr = np.array(value, copy=True)
@@ -430,10 +433,17 @@ class Parameter(Tensor):
         self._value = arr
         self.trainable = bool(trainable)
         self._dropout_streams = 0
+        self._pull: Any = None  # callable(p) that copies a newer device value into _value and clears itself
 
     @property
     def value(self) -> np.ndarray:
+        if self._pull is not None:
+            self._pull(self)
         return self._value
+
+    def host_value(self) -> np.ndarray:
+        """The host array, brought up to date first if a device holds a newer value (same as :attr:`value`)."""
+        return self.value
 
     @value.setter
     def value(self, new: Any) -> None:
@@ -444,6 +454,7 @@ class Parameter(Tensor):
             raise ValueError(
                 f"parameter {self.label()}: new value has dtype {arr.dtype}, expected {self.dtype} (cast it explicitly)"
             )
+        self._pull = None  # the new value wins over any newer device copy (uploaded on the device's next use)
         self._value = np.array(arr, copy=True)
 
     def __repr__(self) -> str:

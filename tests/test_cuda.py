@@ -973,3 +973,24 @@ def test_kernel_decorator_without_a_cache_argument(monkeypatch):
 
     monkeypatch.setattr(numba.cuda, "jit", jit)
     assert cuda_device.kernel_decorator() == "@cuda.jit"
+
+
+def test_updated_parameters_come_back_to_the_host_on_demand(rng):
+    """A cuda training step leaves the newest value on the device: nothing is downloaded until something reads
+    the parameter (``p.value``, a cpu-compiled function), which then sees the updated value."""
+    w = sd.parameter(np.ones((2, 3), np.float32), name="w")
+    x = sd.placeholder((None, 2), name="x")
+    step = _cuda([x], [x @ w], updates={w: w * 2.0})
+    host = w._value
+    step(np.eye(2, dtype=np.float32))
+    assert w._pull is not None  # not downloaded yet
+    np.testing.assert_array_equal(host, np.ones((2, 3)))
+    cpu = sd.compile([x], [x @ w], target="cpu")  # binding it on the cpu brings the host copy up to date
+    np.testing.assert_array_equal(cpu(np.eye(2, dtype=np.float32))[0], np.full((2, 3), 2.0))
+    assert w._pull is None
+    step(np.eye(2, dtype=np.float32))
+    np.testing.assert_array_equal(w.value, np.full((2, 3), 4.0))  # p.value pulls
+    assert w.value is host  # downloaded in place into the same host array
+    w.value = np.zeros((2, 3), np.float32)  # assignment wins and is uploaded on the next device call
+    step(np.eye(2, dtype=np.float32))
+    np.testing.assert_array_equal(w.value, np.zeros((2, 3)))

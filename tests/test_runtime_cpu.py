@@ -549,3 +549,19 @@ def test_a_fresh_program_output_is_never_stored_through_an_aliased_input():
         xs = rng.standard_normal((5, 6)).astype(np.float32)
         e = np.exp(xs - xs.max(1, keepdims=True))
         np.testing.assert_allclose(f(xs)[0], 2 * e / e.sum(1, keepdims=True) + 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["reference", "cpu"])
+def test_a_none_dim_takes_the_size_the_graph_fixes_and_does_not_broadcast(target):
+    """``x (None, 3) + y (4, 3)``: the graph fixes x's first dim to 4. At run time 4 rows work; 1 row (which NumPy
+    would broadcast) is refused on every target, naming the operand and the sizes, instead of a compiled kernel
+    reading past x's single row."""
+    x = sd.placeholder((None, 3), name="x")
+    y = sd.constant(np.arange(12, dtype=np.float32).reshape(4, 3))
+    f = sd.compile([x], [x + y], target=target)
+    np.testing.assert_array_equal(f(np.ones((4, 3), np.float32))[0], np.arange(12).reshape(4, 3) + 1)
+    for rows in (1, 5):
+        with pytest.raises(
+            sd.OpRuntimeError, match=r"operand 0 \(x\) has axis 0 declared None.*fix to 4.*is " + str(rows)
+        ):
+            f(np.ones((rows, 3), np.float32))
