@@ -260,62 +260,6 @@ def take_class_grad_rows(g, idx, out, no, nc, kd, has_ignore, ignore):
             out[base + c * kd] = g[t]
 '''
 
-_CONV = '''
-@cuda.jit
-def im2col(x, cols, n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw):
-    """cols[(ci * kh + a) * kw + b, (i * oh + y) * ow + xo] = x[i, ci, y*sh - ph + a*dh, xo*sw - pw + b*dw], 0 in
-    the padding: a (C*kh*kw, N*P) matrix whose rows of group g are contiguous."""
-    npix = oh * ow
-    ncol = n * npix
-    for t in range(cuda.grid(1), c * kh * kw * ncol, cuda.gridsize(1)):
-        r = t // ncol
-        q = t - r * ncol
-        i = q // npix
-        p = q - i * npix
-        y = p // ow
-        xo = p - y * ow
-        b = r % kw
-        a = (r // kw) % kh
-        ci = r // (kh * kw)
-        iy = y * sh - ph + a * dh
-        ix = xo * sw - pw + b * dw
-        if iy >= 0 and iy < h and ix >= 0 and ix < w:
-            cols[t] = x[((i * c + ci) * h + iy) * w + ix]
-        else:
-            cols[t] = 0
-
-
-@cuda.jit
-def col2im(dcols, dx, n, c, h, w, kh, kw, oh, ow, sh, sw, ph, pw, dh, dw, zero):
-    """dx[i, ci, iy, ix] = the sum of the columns that read it (a gather: one thread per input element, no
-    atomics, deterministic)."""
-    ncol = n * oh * ow
-    for t in range(cuda.grid(1), n * c * h * w, cuda.gridsize(1)):
-        ix = t % w
-        q = t // w
-        iy = q % h
-        q = q // h
-        ci = q % c
-        i = q // c
-        s = zero
-        for a in range(kh):
-            ny = iy + ph - a * dh
-            if ny < 0 or ny % sh != 0:
-                continue
-            y = ny // sh
-            if y >= oh:
-                continue
-            for b in range(kw):
-                nx = ix + pw - b * dw
-                if nx < 0 or nx % sw != 0:
-                    continue
-                xo = nx // sw
-                if xo >= ow:
-                    continue
-                s += dcols[((ci * kh + a) * kw + b) * ncol + (i * oh + y) * ow + xo]
-        dx[t] = s
-'''
-
 _GEMM = '''
 @cuda.jit
 def gemm(a, b, out, m, n, k, sam, sak, sbk, sbn, aoff, boff, nbatch, zero):
@@ -356,7 +300,7 @@ _NUMBA_DTYPES = {"float32": "numba.float32", "float64": "numba.float64", "int32"
 
 def library_module() -> ModuleType:
     """The loaded module of the fixed kernels."""
-    source = "\n".join(module_header("symdl cuda library kernels.")) + _KERNELS + _MISC + _ROWS + _CONV
+    source = "\n".join(module_header("symdl cuda library kernels.")) + _KERNELS + _MISC + _ROWS
     return load_cuda_module(source, "cuda_library")
 
 
