@@ -147,20 +147,26 @@ class Instance:
         ]
 
     def _use_alias_variants(self) -> None:
-        """Kernels whose output shares its buffer with one of its inputs (in-place reuse, parameter updates written
-        over the parameter) run the variant of their code that stores through the input's name, when the emitter
-        has one (``CompiledKernel.aliased``): generated loops vectorise only when LLVM sees one pointer. Argument
-        slots re-pointed at each call (fresh outputs, caller-bound inputs) are never paired."""
+        """Update kernels that write a parameter's new value over the parameter itself run the variant of their
+        code that stores through the input's name, when the emitter has one (``CompiledKernel.aliased``):
+        generated loops vectorise only when LLVM sees one pointer (Adam's update: 8x faster).
+
+        Only these pairs are used: they are structural, the same for every input shape, so the warm-up compiles the
+        one variant every later batch size runs. Buffers the memory planner shares depend on the shapes (a new
+        batch size could ask for a new variant, a compile at call time), so those kernels run their plain code.
+        Argument slots re-pointed at each call (fresh outputs, caller-bound inputs) are never paired."""
         moving = {(id(args), pos) for *_, uses in self.fresh for args, pos in uses}
         moving |= {(id(args), pos) for _, uses in self.patches for args, pos in uses}
+        over_parameter = {v.id for _, v in self.in_place_updates}
         for b, (k, (_, args)) in enumerate(zip(self.bound_steps, self.bound)):
-            ck = self.plan.steps[k].compiled
-            if ck.aliased is None:
+            step = self.plan.steps[k]
+            ck = step.compiled
+            if ck.aliased is None or not any(t.id in over_parameter for t in step.outputs):
                 continue
-            nin = len(self.plan.steps[k].inputs)
+            nin = len(step.inputs)
             pairs = []
             for j, out in enumerate(args[nin:]):
-                if (id(args), nin + j) in moving:
+                if (id(args), nin + j) in moving or step.outputs[j].id not in over_parameter:
                     continue
                 for i, a in enumerate(args[:nin]):
                     if (id(args), i) not in moving and _same_memory(a, out):

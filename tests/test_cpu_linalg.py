@@ -171,7 +171,8 @@ def test_conv_registered_default(rng, name, algo):
     for node, arrays in zip(conv_nodes(cfg, np.float32), conv_arrays(rng, cfg, np.float32)):
         impl = check(node, arrays)
         assert L.default_conv_algo(node) == algo
-        assert impl.dispatchers == L.CONV_ALGOS[(type(node.op), algo)][0].dispatchers
+        kernels = L.CONV_ALGOS[(type(node.op), algo)][0].dispatchers
+        assert impl.dispatchers[: len(kernels)] == kernels
 
 
 @pytest.mark.parametrize("algo", ["im2col", "direct"])

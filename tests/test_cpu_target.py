@@ -208,3 +208,19 @@ def test_same_node_returned_twice_gives_two_equal_arrays():
     np.testing.assert_array_equal(h1, h2)
     assert h1 is not h2 and not np.shares_memory(h1, h2)
     np.testing.assert_allclose(s, h1.sum(), rtol=1e-5)
+
+
+def test_batch_one_and_odd_image_sizes_after_compile_compile_nothing():
+    """The warm-up inside compile() also compiles the paths that only some shapes take: the small-batch
+    convolution (a batch smaller than the thread count splits output channels) and, with ceil_mode, the general
+    pooling kernel beside the 2x2 one."""
+    x = sd.placeholder((None, 32, None, None), name="x")
+    w = sd.parameter(np.full((64, 32, 3, 3), 0.01, np.float32), name="w")
+    y = sd.max_pool2d(sd.relu(sd.conv2d(x, w, padding=1)), 2, ceil_mode=True)
+    f = sd.compile([x], [y], mode="eval", target="cpu")
+    before = dispatcher_stats(f.lowered.compiled)
+    for shape in ((1, 32, 64, 64), (3, 32, 9, 7), (1, 32, 10, 10)):  # batch 1 of a big conv; odd sizes
+        xs = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        ref = sd.compile([x], [y], mode="eval")(xs)[0]
+        np.testing.assert_allclose(f(xs)[0], ref, rtol=1e-4, atol=1e-5)
+    assert dispatcher_stats(f.lowered.compiled)[1] == before[1]

@@ -625,6 +625,13 @@ def _wrap_conv(
     ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
     scratch = [np.empty(0)]
     split_rows = par is _conv_im2col_par  # forward im2col: a batch smaller than the thread count splits GEMM rows
+    warmed = [not split_rows]
+
+    def small_batch(a: np.ndarray, b: np.ndarray, out: np.ndarray, threads: int) -> None:
+        rows, p = _WS_SHAPE[Conv](a, b, out)
+        if scratch[0].size < rows * p or scratch[0].dtype != a.dtype:
+            scratch[0] = np.empty(rows * p, a.dtype)
+        _conv_fwd_small_batch(a, b, out, geom, groups, scratch[0][: rows * p].reshape(rows, p), threads)
 
     def run(a: np.ndarray, b: np.ndarray, *rest: np.ndarray) -> None:
         a, b, out = _c(a), _c(b), rest[-1]
@@ -637,11 +644,13 @@ def _wrap_conv(
             and b.shape[0] // groups >= 2 * threads
             and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_MACS)
         ):
-            rows, p = _WS_SHAPE[Conv](a, b, out)
-            if scratch[0].size < rows * p or scratch[0].dtype != a.dtype:
-                scratch[0] = np.empty(rows * p, a.dtype)
-            _conv_fwd_small_batch(a, b, out, geom, groups, scratch[0][: rows * p].reshape(rows, p), threads)
+            small_batch(a, b, out, threads)
             return
+        if not warmed[0] and a.shape[0]:
+            # the first call (compile's warm-up) also runs the small-batch path on sample 0 (same result), so that
+            # a later batch smaller than the thread count compiles nothing at call time
+            warmed[0] = True
+            small_batch(a[:1], b, out[:1], threads)
         parallel = par is not ser and a.shape[0] > 1 and macs(a, b, out) >= PARALLEL_MIN_MACS
         kernel = par if parallel else ser
         args: tuple = (a, b, out, geom, groups)
@@ -666,9 +675,12 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     par, ser = CONV_ALGOS[(type(op), algo)]
     geom = _conv_geom(op)
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
+    dispatchers = list(par.dispatchers)
+    if par is _conv_im2col_par:  # the small-batch path (see _wrap_conv) calls these from Python
+        dispatchers += [_conv_fwd_rows_range, _im2col_one, _conv_is_1x1]
     return LibraryImpl(
         _wrap_conv(par, ser, geom, op.groups, nsp, ws_shape, _CONV_MACS[type(op)]),
-        par.dispatchers,
+        dispatchers,
         parallel=True,
         serial=_wrap_conv(ser, ser, geom, op.groups, nsp, ws_shape, _CONV_MACS[type(op)]),
     )
@@ -1001,9 +1013,16 @@ def _max_family_impl(node: Tensor, mode: int) -> LibraryImpl:
     no_idx = np.empty((0, 0, 0), np.int64)
     no_out = np.empty((0, 0, 0), node.inputs[-1].dtype)
     two_by_two = tuple(pgeom) == (2, 2, 2, 2, 0, 0, 1, 1)
+    # ceil mode: odd input sizes take the general kernel, even ones the 2x2 one; the first call (compile's
+    # warm-up) compiles both, so that no image size compiles anything at call time
+    warm_both = [two_by_two and bool(getattr(node.op, "ceil_mode", False))]
 
     def call(parallel: bool, a: np.ndarray, x: np.ndarray, out: np.ndarray, idx: np.ndarray, pooled: tuple) -> None:
         par = parallel and x.size >= PARALLEL_MIN_SIZE
+        if warm_both[0]:
+            warm_both[0] = False
+            if pooled[-2:] == (x.shape[-2] // 2, x.shape[-1] // 2):  # the general kernel gives the same result
+                (_max_family_par if par else _max_family_ser)(mode, a, x, out, idx, pgeom)
         if two_by_two and pooled[-2:] == (x.shape[-2] // 2, x.shape[-1] // 2):
             (_max_2x2_par if par else _max_2x2_ser)(mode, a, x, out, idx)
         else:
