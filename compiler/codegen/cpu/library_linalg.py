@@ -46,6 +46,7 @@ from symdl.ops.reduce import MatMul
 __all__ = [
     "CONV_ALGOS",
     "DIRECT_MAX_GROUP_GEMM",
+    "PARALLEL_MIN_CONV_MACS",
     "PARALLEL_MIN_SIZE",
     "conv_impl",
     "default_conv_algo",
@@ -67,6 +68,11 @@ configure_blas()  # one BLAS thread: the runtime's threads split the work (see c
 #: GEMMs and convolutions with at least this many multiply-adds split across the threads (~0.4 ms single-threaded
 #: here; handing work to another thread costs 70-100 us on this 2-core VM)
 PARALLEL_MIN_MACS = 1 << 24
+
+#: Convolutions with at least this many multiply-adds split their samples (or, below the thread count, their
+#: output channels) across the task threads: each task is a long run of im2col + GEMMs, so the 70-100 us
+#: hand-off pays from ~4M multiply-adds (LeNet-5 step at batch 64: 5.9-6.2 -> 4.7-5.5 ms against 16M)
+PARALLEL_MIN_CONV_MACS = 1 << 22
 
 #: Pooling calls whose input has fewer elements run the serial twin: waking the worker threads costs more than
 #: it saves.
@@ -621,7 +627,7 @@ def _wrap_conv(
     macs: Callable[[np.ndarray, np.ndarray, np.ndarray], int],
 ) -> Callable[..., None]:
     """``run(a, b, [ref,] out)`` calling ``kernel(a, b, out, geom, groups[, ws])`` on C-contiguous 4-d arrays,
-    where ``kernel`` is ``par`` for calls of at least :data:`PARALLEL_MIN_MACS` multiply-adds (``macs``). With
+    where ``kernel`` is ``par`` for calls of at least :data:`PARALLEL_MIN_CONV_MACS` multiply-adds (``macs``). With
     ``ws_shape``, ``ws`` is a workspace view (see :data:`_WS_SHAPE`)."""
     scratch = [np.empty(0)]
     split_rows = par is _conv_im2col_par  # forward im2col: a batch smaller than the thread count splits GEMM rows
@@ -642,7 +648,7 @@ def _wrap_conv(
             split_rows
             and a.shape[0] < threads
             and b.shape[0] // groups >= 2 * threads
-            and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_MACS)
+            and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_CONV_MACS)
         ):
             small_batch(a, b, out, threads)
             return
@@ -651,7 +657,7 @@ def _wrap_conv(
             # a later batch smaller than the thread count compiles nothing at call time
             warmed[0] = True
             small_batch(a[:1], b, out[:1], threads)
-        parallel = par is not ser and a.shape[0] > 1 and macs(a, b, out) >= PARALLEL_MIN_MACS
+        parallel = par is not ser and a.shape[0] > 1 and macs(a, b, out) >= PARALLEL_MIN_CONV_MACS
         kernel = par if parallel else ser
         args: tuple = (a, b, out, geom, groups)
         if ws_shape is not None:
