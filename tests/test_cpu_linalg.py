@@ -419,7 +419,7 @@ def test_conv_forward_small_batch_splits_output_channels(rng, groups, k, monkeyp
     blocks across the threads; the result equals the serial kernel's and the reference's."""
     from compiler.codegen.cpu.parallel import get_num_threads, set_num_threads
 
-    monkeypatch.setattr(L, "PARALLEL_MIN_CONV_MACS", 1 << 21)
+    monkeypatch.setattr(L, "PARALLEL_MIN_MACS", 1 << 21)
     saved = get_num_threads()
     set_num_threads(2)
     try:
@@ -427,7 +427,7 @@ def test_conv_forward_small_batch_splits_output_channels(rng, groups, k, monkeyp
         node = sd.conv2d(x_t, w_t, padding=k // 2, groups=groups)
         impl = L.conv_impl(node, "im2col")
         x, w = randn(rng, (1, 32, 48, 48), np.float64), randn(rng, (64, 32 // groups, k, k), np.float64)
-        assert 64 * (32 // groups) * k * k * 48 * 48 >= L.PARALLEL_MIN_CONV_MACS
+        assert 64 * (32 // groups) * k * k * 48 * 48 >= L.PARALLEL_MIN_MACS
         ref = node.op.perform(x, w)
         out, out_serial = np.empty_like(ref), np.empty_like(ref)
         impl.run(x, w, out)

@@ -69,9 +69,10 @@ configure_blas()  # one BLAS thread: the runtime's threads split the work (see c
 #: here; handing work to another thread costs 70-100 us on this 2-core VM)
 PARALLEL_MIN_MACS = 1 << 24
 
-#: Convolutions with at least this many multiply-adds split their samples (or, below the thread count, their
-#: output channels) across the task threads: each task is a long run of im2col + GEMMs, so the 70-100 us
-#: hand-off pays from ~4M multiply-adds (LeNet-5 step at batch 64: 5.9-6.2 -> 4.7-5.5 ms against 16M)
+#: Convolutions with at least this many multiply-adds split their samples across the task threads: each task is a
+#: long run of im2col + GEMMs, so the 70-100 us hand-off pays from ~4M multiply-adds (LeNet-5 step at batch 64:
+#: 5.9-6.2 -> 4.7-5.5 ms against 16M). A batch below the thread count splits output channels only from
+#: :data:`PARALLEL_MIN_MACS` (one GEMM per task: batch-1 inference got slower at 4M)
 PARALLEL_MIN_CONV_MACS = 1 << 22
 
 #: Pooling calls whose input has fewer elements run the serial twin: waking the worker threads costs more than
@@ -648,7 +649,7 @@ def _wrap_conv(
             split_rows
             and a.shape[0] < threads
             and b.shape[0] // groups >= 2 * threads
-            and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_CONV_MACS)
+            and (out.size * b.shape[1] * b.shape[2] * b.shape[3] >= PARALLEL_MIN_MACS)  # short tasks: pays late
         ):
             small_batch(a, b, out, threads)
             return
