@@ -38,12 +38,7 @@ LENET_LAUNCHES_NOW = 24
 LENET_LAUNCHES_GOAL = 25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _fast_thread_switching():
-    old = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(old)
+from test_cuda import _fast_thread_switching  # noqa: E402, F401 - the same autouse fixture (simulator barriers)
 
 
 def _lenet(target, seed=3):
