@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.blas import configure_blas, run_with_blas_threads
+from compiler.codegen.cpu.conv_simd import _simd_conv_par, _simd_conv_ser, simd_conv_efficiency, simd_conv_runners
 from compiler.codegen.cpu.gemm import gemm
 from compiler.codegen.cpu.library import LibraryImpl, register
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
@@ -580,7 +581,14 @@ CONV_ALGOS: dict[tuple[type, str], tuple[Callable[..., None], Callable[..., None
     (ConvGradInput, "direct"): (_grad_input_direct_par, _grad_input_direct_ser),
     (ConvGradWeight, "im2col"): (_grad_weight_im2col_par, _grad_weight_im2col_ser),
     (ConvGradWeight, "direct"): (_grad_weight_direct_par, _grad_weight_direct_ser),
+    (Conv, "simd"): (_simd_conv_par, _simd_conv_ser),
+    (ConvGradInput, "simd"): (_simd_conv_par, _simd_conv_ser),
 }
+
+#: The least share of useful lanes (:func:`simd_conv_efficiency`) for which the SIMD kernel is the default:
+#: LeNet's convolutions (``benchmarks/bench_conv_kernels.py``) were faster with it at 0.64-0.67 and slower at
+#: 0.56 (the 6-channel input gradient of its second layer).
+SIMD_MIN_EFFICIENCY = 0.6
 
 #: The largest per-group GEMM (``C_out/groups * C_in/groups``) for which the direct loop nest is the default:
 #: grouped convolutions this thin (depthwise: 1) starve BLAS; everything else runs im2col + GEMM. Figures:
@@ -590,12 +598,22 @@ DIRECT_MAX_GROUP_GEMM = 16
 
 
 def default_conv_algo(node: Tensor) -> str:
-    """``"direct"`` for thin grouped convolutions (depthwise), else ``"im2col"`` (decided from static shapes)."""
-    w_shape = node.inputs[1].shape if isinstance(node.op, (Conv, ConvGradInput)) else node.inputs[2].shape
+    """``"direct"`` for thin grouped convolutions (depthwise); ``"simd"`` for stride-1 forward convolutions and
+    input gradients whose register tiles are well filled (:func:`simd_conv_efficiency`); else ``"im2col"``
+    (decided from static shapes)."""
+    op = node.op
+    w_shape = node.inputs[1].shape if isinstance(op, (Conv, ConvGradInput)) else node.inputs[2].shape
     cout, cg = w_shape[0], w_shape[1]
-    groups = node.op.groups
+    groups = op.groups
     if groups > 1 and cout is not None and cg is not None and (cout // groups) * cg <= DIRECT_MAX_GROUP_GEMM:
         return "direct"
+    if isinstance(op, (Conv, ConvGradInput)) and all(s == 1 for s in op.stride):
+        out_shape = node.shape if isinstance(op, Conv) else node.inputs[2].shape
+        eff = simd_conv_efficiency(
+            w_shape, groups, op.dilation, out_shape[-1], transposed=isinstance(op, ConvGradInput)
+        )
+        if eff >= SIMD_MIN_EFFICIENCY:
+            return "simd"
     return "im2col"
 
 
@@ -679,8 +697,23 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     nsp = len(op.stride)
     if nsp not in (1, 2):
         raise NotImplementedError(f"cpu {op.name}: only 1-d and 2-d convolutions are supported, got {nsp}-d")
+    if algo == "simd" and (isinstance(op, ConvGradWeight) or any(st != 1 for st in op.stride)):
+        raise ValueError(
+            f"cpu {op.name}: the simd algorithm runs stride-1 forward and input-gradient convolutions only"
+        )
     par, ser = CONV_ALGOS[(type(op), algo)]
     geom = _conv_geom(op)
+    if algo == "simd":
+        run, serial, kernels = simd_conv_runners(
+            (geom[2], geom[3], geom[4], geom[5]), op.groups, isinstance(op, ConvGradInput), nsp, PARALLEL_MIN_MACS
+        )
+        if isinstance(op, ConvGradInput):  # run(g, w, x_ref, out): the reference input only gives dx's shape
+
+            def run_gi(g: np.ndarray, w: np.ndarray, _x: np.ndarray, out: np.ndarray, fn: Callable = run) -> None:
+                fn(g, w, out)
+
+            return LibraryImpl(run_gi, kernels, parallel=True, serial=lambda g, w, _x, out: serial(g, w, out))
+        return LibraryImpl(run, kernels, parallel=True, serial=serial)
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
     dispatchers = list(par.dispatchers)
     if par is _conv_im2col_par:  # the small-batch path (see _wrap_conv) calls these from Python

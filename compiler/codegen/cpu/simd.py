@@ -1,0 +1,199 @@
+"""Explicit SIMD values inside Numba kernels: a 512-bit vector type and the few operations register-blocked
+micro-kernels need.
+
+Why: LLVM's loop vectoriser only vectorises an innermost loop, and keeps its accumulators in memory. A
+micro-kernel that holds a tile of outputs in registers across a reduction loop (the heart of a fast convolution
+or GEMM) cannot be written that way. Here a kernel names its vector values directly::
+
+    acc = vzero(x)                        # all lanes 0, x's dtype
+    for k in range(n):
+        acc = vfma(vbcast(w, k), vload(x, k * stride), acc)
+    vstore(out, 0, acc)
+
+Each value is one LLVM ``<lanes x T>`` SSA value: it lives in a register (LLVM splits it into two halves on a
+machine without 512-bit registers, so the code is correct everywhere and fastest with AVX-512). Lanes:
+``512 // bits`` (16 float32, 8 float64); ``vlanes(x)`` gives the count as a compile-time constant.
+
+Memory operations take a **C-contiguous array and a flat element index** and do no bounds checks: the caller
+guarantees ``idx .. idx + lanes - 1`` lies inside ``arr`` (kernels pad their workspaces for that). Loads and
+stores need only element alignment. Everything here is an ``@intrinsic``, so kernels using it compile once
+and are cached on disk like any other ``cache=True`` function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+__all__ = ["Vec", "vadd", "vbcast", "vfma", "vlanes", "vload", "vmax", "vmul", "vsplat", "vstore", "vsum", "vzero"]
+
+VECTOR_BITS = 512
+
+
+class Vec(types.Type):
+    """A vector of ``lanes`` values of the scalar Numba type ``dtype``."""
+
+    def __init__(self, dtype: types.Type, lanes: int) -> None:
+        self.dtype, self.lanes = dtype, lanes
+        super().__init__(name=f"Vec[{dtype} x {lanes}]")
+
+
+@register_model(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm: Any, fe_type: Vec) -> None:
+        scalar = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(scalar, fe_type.lanes))
+
+
+def _vec_of(arr: types.Type) -> Vec:
+    if not isinstance(arr, types.Array) or not isinstance(arr.dtype, types.Float):
+        raise TypeError(f"simd: expected a float array, got {arr}")
+    return Vec(arr.dtype, VECTOR_BITS // arr.dtype.bitwidth)
+
+
+def _element_ptr(context: Any, builder: Any, aryty: types.Array, ary: Any, idxty: types.Type, idx: Any) -> Any:
+    data = context.make_array(aryty)(context, builder, ary).data
+    return builder.gep(data, [context.cast(builder, idx, idxty, types.intp)])
+
+
+def _vec_ptr(context: Any, builder: Any, sig: Any, args: Any, vt: Vec) -> Any:
+    ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+    return builder.bitcast(ptr, context.get_value_type(vt).as_pointer())
+
+
+@intrinsic
+def vlanes(typingctx: Any, arr: types.Type) -> Any:
+    """The lane count of ``arr``'s vectors (a constant)."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return context.get_constant(types.intp, vt.lanes)
+
+    return types.intp(arr), codegen
+
+
+@intrinsic
+def vzero(typingctx: Any, arr: types.Type) -> Any:
+    """A vector of zeros of ``arr``'s dtype."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return ir.Constant(context.get_value_type(vt), None)
+
+    return vt(arr), codegen
+
+
+@intrinsic
+def vload(typingctx: Any, arr: types.Type, idx: types.Type) -> Any:
+    """``arr.flat[idx : idx + lanes]`` as a vector (unchecked; element-aligned)."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.load(_vec_ptr(context, builder, sig, args, vt), align=vt.dtype.bitwidth // 8)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vstore(typingctx: Any, arr: types.Type, idx: types.Type, v: types.Type) -> Any:
+    """``arr.flat[idx : idx + lanes] = v`` (unchecked; element-aligned)."""
+    vt = _vec_of(arr)
+    if v != vt:
+        raise TypeError(f"vstore: a {v} into a {arr}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        builder.store(args[2], _vec_ptr(context, builder, sig, args, vt), align=vt.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v), codegen
+
+
+def _splat(builder: Any, llty: ir.VectorType, scalar: Any) -> Any:
+    one = builder.insert_element(ir.Constant(llty, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+    mask = ir.Constant(ir.VectorType(ir.IntType(32), llty.count), [0] * llty.count)
+    return builder.shuffle_vector(one, ir.Constant(llty, ir.Undefined), mask)
+
+
+@intrinsic
+def vbcast(typingctx: Any, arr: types.Type, idx: types.Type) -> Any:
+    """``arr.flat[idx]`` in every lane (one broadcast load; unchecked)."""
+    vt = _vec_of(arr)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        scalar = builder.load(_element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1]))
+        return _splat(builder, context.get_value_type(vt), scalar)
+
+    return vt(arr, idx), codegen
+
+
+@intrinsic
+def vsplat(typingctx: Any, like: types.Type, value: types.Type) -> Any:
+    """The scalar ``value`` (cast to ``like``'s dtype) in every lane of a vector of ``like``'s kind."""
+    vt = like if isinstance(like, Vec) else _vec_of(like)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        scalar = context.cast(builder, args[1], sig.args[1], vt.dtype)
+        return _splat(builder, context.get_value_type(vt), scalar)
+
+    return vt(like, value), codegen
+
+
+def _binary(name: str, emit: Any) -> Any:
+    def typer(typingctx: Any, a: types.Type, b: types.Type) -> Any:
+        if not isinstance(a, Vec) or a != b:
+            raise TypeError(f"{name}: expected two vectors of one kind, got {a} and {b}")
+
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return emit(builder, *args)
+
+        return a(a, b), codegen
+
+    typer.__name__ = name
+    return intrinsic(typer)
+
+
+vadd = _binary("vadd", lambda b, x, y: b.fadd(x, y))
+vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
+# NaN-propagating like np.maximum: x > y or x is NaN -> x
+vmax = _binary(
+    "vmax", lambda b, x, y: b.select(b.fcmp_unordered("!=", x, x), x, b.select(b.fcmp_ordered(">", x, y), x, y))
+)
+
+
+@intrinsic
+def vfma(typingctx: Any, a: types.Type, b: types.Type, c: types.Type) -> Any:
+    """``a * b + c`` per lane, fused (one rounding)."""
+    if not isinstance(a, Vec) or not (a == b == c):
+        raise TypeError(f"vfma: expected three vectors of one kind, got {a}, {b}, {c}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        llty = context.get_value_type(a)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(llty, [llty] * 3), f"llvm.fma.v{a.lanes}f{a.dtype.bitwidth}"
+        )
+        return builder.call(fn, args)
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def vsum(typingctx: Any, v: types.Type) -> Any:
+    """The sum of ``v``'s lanes (a pairwise tree, in a fixed order)."""
+    if not isinstance(v, Vec):
+        raise TypeError(f"vsum: expected a vector, got {v}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        x, n = args[0], v.lanes
+        i32 = ir.IntType(32)
+        while n > 1:
+            n //= 2
+            lo = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n))))
+            hi = builder.shuffle_vector(x, x, ir.Constant(ir.VectorType(i32, n), list(range(n, 2 * n))))
+            x = builder.fadd(lo, hi)
+        return builder.extract_element(x, ir.Constant(i32, 0))
+
+    return v.dtype(v), codegen
