@@ -1,4 +1,5 @@
-"""Benchmark the CPU convolution kernels: im2col + GEMM vs the direct loop nest, on LeNet-like layers.
+"""Benchmark the CPU convolution kernels: im2col + GEMM, the direct loop nest and the register-tiled SIMD kernel
+(stride 1 only), on LeNet's layers and a few others.
 
 Run: ``python benchmarks/bench_conv_kernels.py [--batch 64] [--repeat 30] [--dtype float32]``. Prints, per layer
 and op, the median time of each algorithm's parallel ``run`` (and the NumPy reference ``perform``), then the
@@ -19,8 +20,9 @@ from symdl.ops.conv import Conv, ConvGradInput, ConvGradWeight
 
 # name: (input shape without batch, weight shape, stride, padding, dilation, groups)
 LAYERS = {
-    "lenet-conv1 1->6 5x5 28x28": ((1, 28, 28), (6, 1, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
-    "lenet-conv2 6->16 5x5 12x12": ((6, 12, 12), (16, 6, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "lenet-conv1 1->6 5x5 28x28 p2": ((1, 28, 28), (6, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
+    "lenet-conv2 6->16 5x5 14x14": ((6, 14, 14), (16, 6, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
+    "convnet 16->32 3x3 32x32 p1": ((16, 32, 32), (32, 16, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "depthwise 32ch 3x3 16x16 p1": ((32, 16, 16), (32, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 32),
     "conv 32->64 3x3 16x16 s2 p1": ((32, 16, 16), (64, 32, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
 }
@@ -62,22 +64,31 @@ def main() -> None:
     import numba
 
     print(f"batch {args.batch}, {args.dtype}, numba threads {numba.get_num_threads()}, median of {args.repeat}")
-    print(f"{'layer':30s} {'op':12s} {'im2col ms':>10s} {'direct ms':>10s} {'numpy ms':>10s}  faster")
+    algos = ("im2col", "direct", "simd")
+    print(
+        f"{'layer':30s} {'op':12s} "
+        + " ".join(f"{a + ' ms':>10s}" for a in algos)
+        + f" {'numpy ms':>10s}  faster / default"
+    )
     for name, cfg in LAYERS.items():
         for op, node, arrays, out_shape in layer_cases(cfg, args.batch, args.dtype, rng):
             out = np.empty(out_shape, args.dtype)
             ms = {}
-            for algo in ("im2col", "direct"):
+            for algo in algos:
+                if algo == "simd" and any(s != 1 for s in node.op.stride):
+                    ms[algo] = float("nan")
+                    continue
                 run = L.conv_impl(node, algo).run
                 ms[algo] = 1e3 * median_time(run, args.repeat, *arrays, out)
             ms["numpy"] = 1e3 * median_time(node.op.perform, max(3, args.repeat // 5), *arrays)
-            best = min(("im2col", "direct"), key=ms.get)
-            print(f"{name:30s} {op:12s} {ms['im2col']:10.3f} {ms['direct']:10.3f} {ms['numpy']:10.3f}  {best}")
+            best = min((a for a in algos if ms[a] == ms[a]), key=ms.get)
+            cells = " ".join(f"{ms[a]:10.3f}" for a in algos)
+            print(f"{name:30s} {op:12s} {cells} {ms['numpy']:10.3f}  {best} / {L.default_conv_algo(node)}")
 
     # Python overhead of run: the same tiny call through run and straight into the compiled kernel
-    _, node, arrays, out_shape = layer_cases(LAYERS["lenet-conv1 1->6 5x5 28x28"], 1, args.dtype, rng)[0]
+    _, node, arrays, out_shape = layer_cases(LAYERS["lenet-conv2 6->16 5x5 14x14"], 1, args.dtype, rng)[0]
     small = [np.ascontiguousarray(a[..., :6, :6]) for a in arrays[:1]] + arrays[1:]
-    out = np.empty((1, 6, 2, 2), args.dtype)
+    out = np.empty((1, 16, 2, 2), args.dtype)
     impl = L.conv_impl(node, "direct")
     kernel, geom = impl.dispatchers[0], L._conv_geom(node.op)
     n = 20000

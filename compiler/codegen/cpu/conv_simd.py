@@ -15,7 +15,13 @@ the weights flipped in space and transposed per group (input channels become out
 ``dh*(kh-1) - ph``; any padding works because the copy into ``xp`` clips rows and columns that fall outside.
 
 Work splits across the runtime's threads by (sample, group, 8-channel block) units, so batch-1 inference is
-parallel too. The weight gradient stays on im2col + GEMM (its reduction runs over the pixels).
+parallel too.
+
+The weight gradient ``dw[o, c, a, b] = sum_{n,p} g[n, o, p] * xp[n, c, off(a, b) + p]`` is a reduction over the
+flat positions of all samples: each thread lays its samples' padded inputs out per channel, one after the
+other (C, n*Hp*Wp), and their output gradients the same way with zeros at the dropped positions, so that one
+long dot product per (output channel, tap) runs across samples; a 4-channel x 4-tap tile keeps 16 vector
+accumulators over blocks of positions (:func:`_gw_tile`). Thread partials are summed in thread order.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
-from compiler.codegen.cpu.simd import vbcast, vfma, vlanes, vload, vstore, vzero
+from compiler.codegen.cpu.simd import vbcast, vfma, vlanes, vload, vstore, vsum, vzero
 
-__all__ = ["TILE_CHANNELS", "simd_conv_efficiency", "simd_conv_runners"]
+__all__ = ["TILE_CHANNELS", "simd_conv_efficiency", "simd_conv_runners", "simd_grad_weight_runners"]
 
 #: output channels per register tile (the kernel below is written out for exactly this many)
 TILE_CHANNELS = 8
@@ -214,21 +220,24 @@ _simd_conv_par, _simd_conv_ser = task_runners(_simd_conv_range, lambda x, wt, ou
 
 
 def simd_conv_efficiency(
-    w_shape: tuple, groups: int, dilation: tuple[int, ...], out_width: int | None, transposed: bool
+    w_shape: tuple, groups: int, dilation: tuple[int, ...], width: int | None, kind: str = "forward"
 ) -> float:
-    """The share of the tile lanes that compute wanted outputs, for a stride-1 convolution with weights
-    ``w_shape`` (or its input gradient when ``transposed``; ``out_width`` is then the input's width): the output
-    channels per group over their round-up to 8, times ``OW / (OW + dw*(kw-1))`` (the padded columns computed
-    and dropped; taken as 1 when the width is not static). 0 when the channel counts are not static."""
+    """The share of the tile lanes that compute wanted values, for a stride-1 convolution with weights
+    ``w_shape``: ``kind`` ``"forward"``, ``"input"`` (its input gradient; ``width`` is then the input's width)
+    or ``"weight"`` (its weight gradient; ``width`` the output's). The tile's channels per group (the output
+    channels, the input channels for the input gradient) over their round-up to the tile (8; 4 for the weight
+    gradient), times ``width / (width + dw*(kw-1))`` (the padded columns computed and dropped; taken as 1 when
+    the width is not static). 0 when the channel counts are not static."""
     o, cg = w_shape[0], w_shape[1]
-    if o is None or cg is None:
+    if o is None or cg is None or groups < 1:
         return 0.0
-    per_group = cg if transposed else o // groups
+    per_group = cg if kind == "input" else o // groups
+    tile = 4 if kind == "weight" else TILE_CHANNELS
     if per_group < 1:
         return 0.0
-    eff = per_group / (8 * -(-per_group // 8))
-    if out_width is not None and out_width > 0:
-        eff *= out_width / (out_width + dilation[-1] * (w_shape[-1] - 1))
+    eff = per_group / (tile * -(-per_group // tile))
+    if width is not None and width > 0:
+        eff *= width / (width + dilation[-1] * (w_shape[-1] - 1))
     return eff
 
 
@@ -238,7 +247,8 @@ def simd_conv_runners(
     """``(run, serial, dispatchers)``: ``run(a, b, out)`` computing the convolution (``a`` = x, ``b`` = w) or,
     when ``transposed``, its input gradient (``a`` = the output gradient, ``b`` = w, ``out`` = dx) on C-contiguous
     arrays (1-d ones as 2-d with a unit height), split across the threads from ``min_parallel_macs``
-    multiply-adds; ``serial`` is the one-thread twin. ``pads`` = (ph, pw, dh, dw) of the forward op."""
+    multiply-adds (4x that for a batch smaller than the thread count); ``serial`` is the one-thread twin.
+    ``pads`` = (ph, pw, dh, dw) of the forward op."""
     ph, pw, dh, dw = pads
     scratch: dict[str, np.ndarray] = {}
 
@@ -271,7 +281,11 @@ def simd_conv_runners(
             npx = ((oh - 1) * wp + ow + step - 1) // step * step
             units = a.shape[0] * groups * ncb
             macs = out.size * cin * kh * kw
-            nt = min(get_num_threads(), units) if parallel and macs >= min_parallel_macs else 1
+            threads = get_num_threads()
+            # a batch smaller than the thread count splits channel blocks of one sample: shorter tasks, each
+            # padding the sample again, so they pay later (batch-1 inference: 4x the threshold)
+            least = min_parallel_macs if a.shape[0] >= threads else 4 * min_parallel_macs
+            nt = min(threads, units) if parallel and macs >= least else 1
             nt = max(nt, 1)
             xsize, ssize = a.shape[1] * hp * wp + step, 8 * npx
             xws = buffer("x", nt * xsize, a.dtype)[: nt * xsize].reshape(nt, xsize)
@@ -286,3 +300,209 @@ def simd_conv_runners(
         return run
 
     return make(True), make(False), [_simd_conv_range, _tile_rows, _pad_sample, _unpad_tile, _pack_weights]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Weight gradient
+# ----------------------------------------------------------------------------------------------------
+
+#: positions per block of the weight-gradient reduction: (C + O) rows of this many values stay in L2
+GW_BLOCK = 2048
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _gw_tile(xq, gq, xo, go, q0, q1, part, pi, t4):  # noqa: ANN001, ANN202
+    """``part[pi + r*t4 + k] += sum_{q0 <= q < q1} gq[go[r] + q] * xq[xo[k] + q]`` for r, k < 4 (``q1 - q0`` a
+    multiple of the vector length)."""
+    lanes = vlanes(xq)
+    x0, x1, x2, x3 = xo[0], xo[1], xo[2], xo[3]
+    g0, g1, g2, g3 = go[0], go[1], go[2], go[3]
+    a00 = vzero(xq)
+    a01 = vzero(xq)
+    a02 = vzero(xq)
+    a03 = vzero(xq)
+    a10 = vzero(xq)
+    a11 = vzero(xq)
+    a12 = vzero(xq)
+    a13 = vzero(xq)
+    a20 = vzero(xq)
+    a21 = vzero(xq)
+    a22 = vzero(xq)
+    a23 = vzero(xq)
+    a30 = vzero(xq)
+    a31 = vzero(xq)
+    a32 = vzero(xq)
+    a33 = vzero(xq)
+    for q in range(q0, q1, lanes):
+        v0 = vload(xq, x0 + q)
+        v1 = vload(xq, x1 + q)
+        v2 = vload(xq, x2 + q)
+        v3 = vload(xq, x3 + q)
+        u = vload(gq, g0 + q)
+        a00 = vfma(u, v0, a00)
+        a01 = vfma(u, v1, a01)
+        a02 = vfma(u, v2, a02)
+        a03 = vfma(u, v3, a03)
+        u = vload(gq, g1 + q)
+        a10 = vfma(u, v0, a10)
+        a11 = vfma(u, v1, a11)
+        a12 = vfma(u, v2, a12)
+        a13 = vfma(u, v3, a13)
+        u = vload(gq, g2 + q)
+        a20 = vfma(u, v0, a20)
+        a21 = vfma(u, v1, a21)
+        a22 = vfma(u, v2, a22)
+        a23 = vfma(u, v3, a23)
+        u = vload(gq, g3 + q)
+        a30 = vfma(u, v0, a30)
+        a31 = vfma(u, v1, a31)
+        a32 = vfma(u, v2, a32)
+        a33 = vfma(u, v3, a33)
+    part[pi] += vsum(a00)
+    part[pi + 1] += vsum(a01)
+    part[pi + 2] += vsum(a02)
+    part[pi + 3] += vsum(a03)
+    pi += t4
+    part[pi] += vsum(a10)
+    part[pi + 1] += vsum(a11)
+    part[pi + 2] += vsum(a12)
+    part[pi + 3] += vsum(a13)
+    pi += t4
+    part[pi] += vsum(a20)
+    part[pi + 1] += vsum(a21)
+    part[pi + 2] += vsum(a22)
+    part[pi + 3] += vsum(a23)
+    pi += t4
+    part[pi] += vsum(a30)
+    part[pi + 1] += vsum(a31)
+    part[pi + 2] += vsum(a32)
+    part[pi + 3] += vsum(a33)
+
+
+@njit(cache=True, nogil=True)
+def _simd_gw_range(x, g, dw, pads, groups, xws, gws, pws, t0, t1):  # noqa: ANN001, ANN202
+    """Chunks ``t0 .. t1`` of ``xws.shape[0]``: ``pws[t]`` (G*og4, T4) = the weight gradient of the chunk's
+    samples, ``og4``/``T4`` the output channels per group / taps per group rounded up to 4. ``xws[t]``: the
+    samples' padded inputs per channel (C, (n+1)*plane + lanes); ``gws[t]``: their output gradients at the flat
+    positions (G*og4, n*plane rounded up), zero elsewhere."""
+    ph, pw, dh, dw_ = pads
+    n, c, h, w = x.shape
+    o_n, oh, ow = g.shape[1], g.shape[2], g.shape[3]
+    cg, kh, kw = dw.shape[1], dw.shape[2], dw.shape[3]
+    og = o_n // groups
+    og4 = (og + 3) // 4 * 4
+    taps = cg * kh * kw
+    t4 = (taps + 3) // 4 * 4
+    hp, wp = oh + dh * (kh - 1), ow + dw_ * (kw - 1)
+    plane = hp * wp
+    lanes = vlanes(xws)
+    y0, y1 = max(0, -ph), min(h, hp - ph)
+    x0, x1 = max(0, -pw), min(w, wp - pw)
+    xf = x.reshape(-1)
+    gf = g.reshape(-1)
+    nt = xws.shape[0]
+    xo = np.zeros(4, np.int64)
+    go = np.zeros(4, np.int64)
+    offs = np.zeros(t4, np.int64)
+    for t in range(t0, t1):
+        i0, i1 = (t * n) // nt, ((t + 1) * n) // nt
+        m = i1 - i0
+        rx = (m + 1) * plane + lanes
+        rg = (m * plane + lanes - 1) // lanes * lanes
+        xq = xws[t]
+        gq = gws[t]
+        part = pws[t]
+        xq[:] = 0
+        gq[:] = 0
+        part[:] = 0
+        for k in range(m):
+            i = i0 + k
+            for ci in range(c):
+                _pad_sample(
+                    xf, (i * c + ci) * h * w, 1, h, w, xq[ci * rx + k * plane :], plane, wp, ph, pw, y0, y1, x0, x1
+                )
+            for gr in range(groups):
+                for r in range(og):
+                    src = ((i * o_n) + gr * og + r) * oh * ow
+                    _pad_sample(
+                        gf, src, 1, oh, ow, gq[(gr * og4 + r) * rg + k * plane :], plane, wp, 0, 0, 0, oh, 0, ow
+                    )
+        if m == 0:
+            continue
+        for gr in range(groups):
+            for tap in range(t4):
+                cc, rem = tap // (kh * kw), tap % (kh * kw)
+                offs[tap] = ((gr * cg + cc) * rx + (rem // kw) * dh * wp + (rem % kw) * dw_) if tap < taps else 0
+            for q0 in range(0, rg, GW_BLOCK):
+                q1 = min(rg, q0 + GW_BLOCK)
+                for r0 in range(0, og4, 4):
+                    for j in range(4):
+                        go[j] = (gr * og4 + r0 + j) * rg
+                    for k0 in range(0, t4, 4):
+                        for j in range(4):
+                            xo[j] = offs[k0 + j]
+                        _gw_tile(xq, gq, xo, go, q0, q1, part, (gr * og4 + r0) * t4 + k0, t4)
+
+
+@njit(cache=True)
+def _gw_unpack(pws, dw, groups):  # noqa: ANN001, ANN202
+    """``dw`` (O, Cg, kh, kw) = the sum over chunks (in order) of the tile-ordered partials ``pws``."""
+    o_n, taps = dw.shape[0], dw.shape[1] * dw.shape[2] * dw.shape[3]
+    og = o_n // groups
+    og4, t4 = (og + 3) // 4 * 4, (taps + 3) // 4 * 4
+    d2 = dw.reshape((o_n, taps))
+    for gr in range(groups):
+        for r in range(og):
+            for k in range(taps):
+                i = (gr * og4 + r) * t4 + k
+                acc = pws[0, i]
+                for t in range(1, pws.shape[0]):
+                    acc += pws[t, i]
+                d2[gr * og + r, k] = acc
+
+
+def simd_grad_weight_runners(
+    pads: tuple[int, int, int, int], groups: int, nsp: int, min_parallel_macs: int
+) -> tuple[Callable[..., None], Callable[..., None], list[object]]:
+    """``(run, serial, dispatchers)``: ``run(x, g, dw)``, the weight gradient of the stride-1 convolution with
+    ``pads`` = (ph, pw, dh, dw), samples split across the threads from ``min_parallel_macs`` multiply-adds."""
+    ph, pw, dh, dw_ = pads
+    scratch: dict[str, np.ndarray] = {}
+
+    def buffer(key: str, size: int, dtype: np.dtype) -> np.ndarray:
+        buf = scratch.get(key)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = scratch[key] = np.empty(size, dtype)
+        return buf
+
+    def make(parallel: bool) -> Callable[..., None]:
+        def run(x: np.ndarray, g: np.ndarray, dw: np.ndarray) -> None:
+            x = np.ascontiguousarray(x)
+            g = np.ascontiguousarray(g)
+            if nsp == 1:
+                x, g, dw = x[:, :, None, :], g[:, :, None, :], dw[:, :, None, :]
+            n, o_n = x.shape[0], dw.shape[0]
+            cg, kh, kw = dw.shape[1], dw.shape[2], dw.shape[3]
+            og4, t4 = (o_n // groups + 3) // 4 * 4, (cg * kh * kw + 3) // 4 * 4
+            plane = (g.shape[2] + dh * (kh - 1)) * (g.shape[3] + dw_ * (kw - 1))
+            lanes = 64 // x.dtype.itemsize
+            macs = g.size * cg * kh * kw
+            nt = max(1, min(get_num_threads(), n)) if parallel and macs >= min_parallel_macs else 1
+            m = -(-n // nt) if n else 0
+            xsize = x.shape[1] * ((m + 1) * plane + lanes)
+            gsize = groups * og4 * ((m * plane + lanes - 1) // lanes * lanes)
+            psize = groups * og4 * t4
+            xws = buffer("x", nt * xsize, x.dtype)[: nt * xsize].reshape(nt, xsize)
+            gws = buffer("g", nt * gsize, x.dtype)[: nt * gsize].reshape(nt, gsize)
+            pws = buffer("p", nt * psize, x.dtype)[: nt * psize].reshape(nt, psize)
+            if dw.size == 0:
+                return
+            (_simd_gw_par if nt > 1 else _simd_gw_ser)(x, g, dw, (ph, pw, dh, dw_), groups, xws, gws, pws)
+            _gw_unpack(pws, dw, groups)
+
+        return run
+
+    return make(True), make(False), [_simd_gw_range, _gw_tile, _gw_unpack, _pad_sample]
+
+
+_simd_gw_par, _simd_gw_ser = task_runners(_simd_gw_range, lambda x, g, dw, pads, groups, xws, gws, pws: xws.shape[0])

@@ -12,11 +12,12 @@ So a new batch size or image size never recompiles; Numba specialises on dtype (
   GEMM per broadcast batch element. A GEMM of at least :data:`PARALLEL_MIN_MACS` multiply-adds runs on all
   threads of the (otherwise single-threaded) BLAS for that call, or, where the BLAS cannot be controlled, is
   split into row blocks on the runtime's threads; batched ones split their batch.
-- **conv** (1-d is run as 2-d with a unit height): per sample, ``im2col`` into a cache-sized workspace + one GEMM
-  per group (the forward GEMM writes the NCHW output block directly; a plain 1x1 convolution skips im2col), or
-  a direct loop nest for thin grouped convolutions such as depthwise (:data:`CONV_ALGOS`,
-  :func:`default_conv_algo`). The batch is split into one sample range per thread; BLAS itself runs
-  single-threaded (:mod:`compiler.codegen.cpu.blas`).
+- **conv** (1-d is run as 2-d with a unit height): stride-1 convolutions and both their gradients run the
+  register-tiled SIMD kernels of :mod:`compiler.codegen.cpu.conv_simd` where their tiles are well filled;
+  otherwise, per sample, ``im2col`` into a cache-sized workspace + one GEMM per group (the forward GEMM writes
+  the NCHW output block directly; a plain 1x1 convolution skips im2col), or a direct loop nest for thin
+  grouped convolutions such as depthwise (:data:`CONV_ALGOS`, :func:`default_conv_algo`). The batch is split
+  into one sample range per thread; BLAS itself runs single-threaded (:mod:`compiler.codegen.cpu.blas`).
 - **pooling**: one loop nest per ``(n, c)`` plane; the max-pool family shares :func:`_window_argmax` (the first
   maximum in row-major window order, NaN wins, as ``np.argmax`` in the reference).
 
@@ -35,7 +36,15 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.blas import configure_blas, run_with_blas_threads
-from compiler.codegen.cpu.conv_simd import _simd_conv_par, _simd_conv_ser, simd_conv_efficiency, simd_conv_runners
+from compiler.codegen.cpu.conv_simd import (
+    _simd_conv_par,
+    _simd_conv_ser,
+    _simd_gw_par,
+    _simd_gw_ser,
+    simd_conv_efficiency,
+    simd_conv_runners,
+    simd_grad_weight_runners,
+)
 from compiler.codegen.cpu.gemm import gemm
 from compiler.codegen.cpu.library import LibraryImpl, register
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
@@ -583,6 +592,7 @@ CONV_ALGOS: dict[tuple[type, str], tuple[Callable[..., None], Callable[..., None
     (ConvGradWeight, "direct"): (_grad_weight_direct_par, _grad_weight_direct_ser),
     (Conv, "simd"): (_simd_conv_par, _simd_conv_ser),
     (ConvGradInput, "simd"): (_simd_conv_par, _simd_conv_ser),
+    (ConvGradWeight, "simd"): (_simd_gw_par, _simd_gw_ser),
 }
 
 #: The least share of useful lanes (:func:`simd_conv_efficiency`) for which the SIMD kernel is the default:
@@ -598,21 +608,19 @@ DIRECT_MAX_GROUP_GEMM = 16
 
 
 def default_conv_algo(node: Tensor) -> str:
-    """``"direct"`` for thin grouped convolutions (depthwise); ``"simd"`` for stride-1 forward convolutions and
-    input gradients whose register tiles are well filled (:func:`simd_conv_efficiency`); else ``"im2col"``
-    (decided from static shapes)."""
+    """``"direct"`` for thin grouped convolutions (depthwise); ``"simd"`` for stride-1 convolutions and gradients
+    whose register tiles are well filled (:func:`simd_conv_efficiency`); else ``"im2col"`` (decided from static
+    shapes)."""
     op = node.op
     w_shape = node.inputs[1].shape if isinstance(op, (Conv, ConvGradInput)) else node.inputs[2].shape
     cout, cg = w_shape[0], w_shape[1]
     groups = op.groups
     if groups > 1 and cout is not None and cg is not None and (cout // groups) * cg <= DIRECT_MAX_GROUP_GEMM:
         return "direct"
-    if isinstance(op, (Conv, ConvGradInput)) and all(s == 1 for s in op.stride):
-        out_shape = node.shape if isinstance(op, Conv) else node.inputs[2].shape
-        eff = simd_conv_efficiency(
-            w_shape, groups, op.dilation, out_shape[-1], transposed=isinstance(op, ConvGradInput)
-        )
-        if eff >= SIMD_MIN_EFFICIENCY:
+    if all(s == 1 for s in op.stride):
+        out_shape = node.shape if isinstance(op, Conv) else node.inputs[2 if isinstance(op, ConvGradInput) else 1].shape
+        kind = "forward" if isinstance(op, Conv) else "input" if isinstance(op, ConvGradInput) else "weight"
+        if simd_conv_efficiency(w_shape, groups, op.dilation, out_shape[-1], kind) >= SIMD_MIN_EFFICIENCY:
             return "simd"
     return "im2col"
 
@@ -697,15 +705,20 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     nsp = len(op.stride)
     if nsp not in (1, 2):
         raise NotImplementedError(f"cpu {op.name}: only 1-d and 2-d convolutions are supported, got {nsp}-d")
-    if algo == "simd" and (isinstance(op, ConvGradWeight) or any(st != 1 for st in op.stride)):
-        raise ValueError(
-            f"cpu {op.name}: the simd algorithm runs stride-1 forward and input-gradient convolutions only"
-        )
+    if algo == "simd" and any(st != 1 for st in op.stride):
+        raise ValueError(f"cpu {op.name}: the simd algorithm runs stride-1 convolutions only, got stride {op.stride}")
     par, ser = CONV_ALGOS[(type(op), algo)]
     geom = _conv_geom(op)
+    if algo == "simd" and isinstance(op, ConvGradWeight):  # run(x, g, w_ref, out)
+        run, serial, kernels = simd_grad_weight_runners(
+            (geom[2], geom[3], geom[4], geom[5]), op.groups, nsp, PARALLEL_MIN_CONV_MACS
+        )
+        return LibraryImpl(
+            lambda x, g, _w, out: run(x, g, out), kernels, parallel=True, serial=lambda x, g, _w, out: serial(x, g, out)
+        )
     if algo == "simd":
         run, serial, kernels = simd_conv_runners(
-            (geom[2], geom[3], geom[4], geom[5]), op.groups, isinstance(op, ConvGradInput), nsp, PARALLEL_MIN_MACS
+            (geom[2], geom[3], geom[4], geom[5]), op.groups, isinstance(op, ConvGradInput), nsp, PARALLEL_MIN_CONV_MACS
         )
         if isinstance(op, ConvGradInput):  # run(g, w, x_ref, out): the reference input only gives dx's shape
 
