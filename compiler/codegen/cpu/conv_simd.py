@@ -6,9 +6,10 @@ flat. For a stride-1 convolution, output pixel ``(y, x)`` then reads ``xp[c, y +
 xp_flat[c*Hp*Wp + a*dh*Wp + b*dw + p]``. So an output tile of 8 channels x 2 vectors of consecutive flat
 positions (32 float32 values) accumulates in 16 vector registers over all taps, each step one pair of vector
 loads, 8 weight broadcasts and 16 fused multiply-adds (:func:`_tile_rows`): no im2col matrix, no BLAS call,
-and close to the core's peak (96 GFLOP/s on one core of the 2-core benchmark machine, against 55 for
-im2col + OpenBLAS on the same layer). The positions ``x >= OW`` of each padded row are computed and dropped
-when the tile is copied out (waste ``(kw-1)*dw / Wp``).
+and close to the core's peak (96-117 GFLOP/s on one core of the 2-core AVX-512 benchmark machine, against 55
+for im2col + OpenBLAS on the same layer). Without AVX-512 the vectors are 256 bits wide (:mod:`simd`). The
+positions ``x >= OW`` of each padded row are computed and dropped when the tile is copied out (waste
+``(kw-1)*dw / Wp``).
 
 The input gradient of a stride-1 convolution is the same kernel: a convolution of the output gradient with
 the weights flipped in space and transposed per group (input channels become output channels), padded by
@@ -32,7 +33,7 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
-from compiler.codegen.cpu.simd import vbcast, vfma, vlanes, vload, vstore, vsum, vzero
+from compiler.codegen.cpu.simd import lanes_for, vbcast, vfma, vlanes, vload, vstore, vsum, vzero
 
 __all__ = ["TILE_CHANNELS", "simd_conv_efficiency", "simd_conv_runners", "simd_grad_weight_runners"]
 
@@ -277,7 +278,7 @@ def simd_conv_runners(
             _pack_weights(b, groups, transposed, wt)
             oh, ow = out.shape[2], out.shape[3]
             hp, wp = oh + dh * (kh - 1), ow + dw * (kw - 1)
-            step = 2 * (64 // a.dtype.itemsize)
+            step = 2 * lanes_for(a.dtype)
             npx = ((oh - 1) * wp + ow + step - 1) // step * step
             units = a.shape[0] * groups * ncb
             macs = out.size * cin * kh * kw
@@ -485,7 +486,7 @@ def simd_grad_weight_runners(
             cg, kh, kw = dw.shape[1], dw.shape[2], dw.shape[3]
             og4, t4 = (o_n // groups + 3) // 4 * 4, (cg * kh * kw + 3) // 4 * 4
             plane = (g.shape[2] + dh * (kh - 1)) * (g.shape[3] + dw_ * (kw - 1))
-            lanes = 64 // x.dtype.itemsize
+            lanes = lanes_for(x.dtype)
             macs = g.size * cg * kh * kw
             nt = max(1, min(get_num_threads(), n)) if parallel and macs >= min_parallel_macs else 1
             m = -(-n // nt) if n else 0

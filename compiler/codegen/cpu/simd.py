@@ -11,8 +11,9 @@ or GEMM) cannot be written that way. Here a kernel names its vector values direc
     vstore(out, 0, acc)
 
 Each value is one LLVM ``<lanes x T>`` SSA value: it lives in a register (LLVM splits it into two halves on a
-machine without 512-bit registers, so the code is correct everywhere and fastest with AVX-512). Lanes:
-``512 // bits`` (16 float32, 8 float64); ``vlanes(x)`` gives the count as a compile-time constant.
+machine without 512-bit registers, so the code is correct everywhere). The width is :data:`VECTOR_BITS`: 512
+with AVX-512, else 256. Lanes: ``VECTOR_BITS // bits`` (16 float32 and 8 float64 with AVX-512);
+``vlanes(x)`` gives the count as a compile-time constant, :func:`lanes_for` outside compiled code.
 
 Memory operations take a **C-contiguous array and a flat element index** and do no bounds checks: the caller
 guarantees ``idx .. idx + lanes - 1`` lies inside ``arr`` (kernels pad their workspaces for that). Loads and
@@ -27,11 +28,51 @@ from typing import Any
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.errors import TypingError
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vec", "vadd", "vbcast", "vfma", "vlanes", "vload", "vmax", "vmul", "vsplat", "vstore", "vsum", "vzero"]
+__all__ = [
+    "VECTOR_BITS",
+    "Vec",
+    "lanes_for",
+    "vadd",
+    "vbcast",
+    "vfma",
+    "vlanes",
+    "vload",
+    "vmax",
+    "vmul",
+    "vsplat",
+    "vstore",
+    "vsum",
+    "vzero",
+]
 
-VECTOR_BITS = 512
+
+def _vector_bits() -> int:
+    """512 where the code Numba generates may use AVX-512 (its target features, the host's unless
+    ``NUMBA_CPU_FEATURES`` says otherwise), else 256: a tile of 16 vector accumulators fits the 32 registers of
+    AVX-512, and split into 256-bit halves it would not fit the 16 of AVX2."""
+    from numba.core import config
+
+    features = config.CPU_FEATURES
+    if features is None:
+        import llvmlite.binding as ll
+
+        features = ll.get_host_cpu_features().flatten()
+    return 512 if "+avx512f" in features.split(",") else 256
+
+
+#: the vector width (bits) of every kernel in this process; Numba's disk cache is keyed by the target CPU's
+#: features, so cached kernels always match it
+VECTOR_BITS = _vector_bits()
+
+
+def lanes_for(dtype: object) -> int:
+    """The lane count of vectors of ``dtype`` (a NumPy dtype) in this process."""
+    import numpy as np
+
+    return VECTOR_BITS // (8 * np.dtype(dtype).itemsize)
 
 
 class Vec(types.Type):
@@ -51,7 +92,7 @@ class _VecModel(models.PrimitiveModel):
 
 def _vec_of(arr: types.Type) -> Vec:
     if not isinstance(arr, types.Array) or not isinstance(arr.dtype, types.Float):
-        raise TypeError(f"simd: expected a float array, got {arr}")
+        raise TypingError(f"simd: expected a float array, got {arr}")
     return Vec(arr.dtype, VECTOR_BITS // arr.dtype.bitwidth)
 
 
@@ -103,7 +144,7 @@ def vstore(typingctx: Any, arr: types.Type, idx: types.Type, v: types.Type) -> A
     """``arr.flat[idx : idx + lanes] = v`` (unchecked; element-aligned)."""
     vt = _vec_of(arr)
     if v != vt:
-        raise TypeError(f"vstore: a {v} into a {arr}")
+        raise TypingError(f"vstore: a {v} into a {arr}")
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         builder.store(args[2], _vec_ptr(context, builder, sig, args, vt), align=vt.dtype.bitwidth // 8)
@@ -145,7 +186,7 @@ def vsplat(typingctx: Any, like: types.Type, value: types.Type) -> Any:
 def _binary(name: str, emit: Any) -> Any:
     def typer(typingctx: Any, a: types.Type, b: types.Type) -> Any:
         if not isinstance(a, Vec) or a != b:
-            raise TypeError(f"{name}: expected two vectors of one kind, got {a} and {b}")
+            raise TypingError(f"{name}: expected two vectors of one kind, got {a} and {b}")
 
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return emit(builder, *args)
@@ -168,7 +209,7 @@ vmax = _binary(
 def vfma(typingctx: Any, a: types.Type, b: types.Type, c: types.Type) -> Any:
     """``a * b + c`` per lane, fused (one rounding)."""
     if not isinstance(a, Vec) or not (a == b == c):
-        raise TypeError(f"vfma: expected three vectors of one kind, got {a}, {b}, {c}")
+        raise TypingError(f"vfma: expected three vectors of one kind, got {a}, {b}, {c}")
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         llty = context.get_value_type(a)
@@ -184,7 +225,7 @@ def vfma(typingctx: Any, a: types.Type, b: types.Type, c: types.Type) -> Any:
 def vsum(typingctx: Any, v: types.Type) -> Any:
     """The sum of ``v``'s lanes (a pairwise tree, in a fixed order)."""
     if not isinstance(v, Vec):
-        raise TypeError(f"vsum: expected a vector, got {v}")
+        raise TypingError(f"vsum: expected a vector, got {v}")
 
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         x, n = args[0], v.lanes
