@@ -224,3 +224,34 @@ def test_batch_one_and_odd_image_sizes_after_compile_compile_nothing():
         ref = sd.compile([x], [y], mode="eval")(xs)[0]
         np.testing.assert_allclose(f(xs)[0], ref, rtol=1e-4, atol=1e-5)
     assert dispatcher_stats(f.lowered.compiled)[1] == before[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_conv_bias_relu_epilogue_runs_inside_the_simd_kernel(dtype):
+    """conv -> + per-channel bias -> relu (the eval net after BatchNorm folding) is one SIMD convolution whose
+    bias and ReLU are applied to each tile before it is stored: no generated loop, same values as the reference
+    (NaN included); a 1-d conv, groups and a bias without ReLU take the same path."""
+    rng = np.random.default_rng(3)
+    cases = []
+    x = sd.placeholder((None, 5, None, None), dtype, name="x")
+    w = sd.parameter((0.2 * rng.standard_normal((16, 5, 3, 3))).astype(dtype), name="w")
+    b = sd.parameter(rng.standard_normal(16).astype(dtype), name="b")
+    cases.append((x, sd.relu(sd.conv2d(x, w, b, padding=1)), (3, 5, 9, 37)))
+    cases.append((x, sd.conv2d(x, w, b, padding=(2, 0)), (2, 5, 6, 6)))  # bias, no relu
+    wg = sd.parameter((0.2 * rng.standard_normal((16, 3, 3, 3))).astype(dtype), name="wg")
+    xg = sd.placeholder((None, 6, None, None), dtype, name="xg")
+    cases.append((xg, sd.relu(sd.conv2d(xg, wg, b, groups=2)), (2, 6, 7, 8)))
+    x1 = sd.placeholder((None, 8, None), dtype, name="x1")
+    w1 = sd.parameter((0.2 * rng.standard_normal((16, 4, 5))).astype(dtype), name="w1")
+    cases.append((x1, sd.relu(sd.conv1d(x1, w1, b, padding=2, groups=2)), (3, 8, 21)))
+    for inp, out, shape in cases:
+        f = sd.compile([inp], [out], mode="eval", target="cpu")
+        conv_kernels = [ck for ck in f.lowered.compiled if ck.kernel.kind == "epilogue"]
+        assert conv_kernels and all(ck.source is None for ck in conv_kernels)  # no generated epilogue loop
+        xs = rng.standard_normal(shape).astype(dtype)
+        xs.flat[5] = np.nan
+        ref = sd.compile([inp], [out], mode="eval")(xs)[0]
+        got = f(xs)[0]
+        rtol = 1e-4 if dtype == "float32" else 1e-10
+        np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol)
+        assert np.array_equal(np.isnan(got), np.isnan(ref)) and np.isnan(got).any()

@@ -23,9 +23,11 @@ import numpy as np
 from compiler.codegen.cpu import library
 from compiler.codegen.cpu.elementwise import build_elementwise
 from compiler.codegen.cpu.reduction import build_reduction
-from compiler.kernels import CompiledKernel, Kernel, split_epilogue
+from compiler.kernels import CompiledKernel, EpilogueSplit, Kernel, split_epilogue
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
+from symdl.ops.conv import Conv
+from symdl.ops.elementwise import Add, Relu
 from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
 __all__ = ["build_kernel", "build_elementwise"]
@@ -69,6 +71,9 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     from compiler.fusion import REDUCTION_OPS
 
     split = split_epilogue(kernel, REDUCTION_OPS)
+    fused = _conv_bias_relu(kernel, split)
+    if fused is not None:
+        return fused
     impl = library_impl(split.anchor)
     # the loop reads the anchor's value (its input 0) from the buffer it stores its first output into
     if split.loop.kind == "reduction":
@@ -82,6 +87,56 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
         source=ew.source,
         parallel=impl.parallel or ew.parallel,
         dispatchers=list(impl.dispatchers) + ew.dispatchers,
+    )
+
+
+def _conv_bias_relu(kernel: Kernel, split: EpilogueSplit) -> CompiledKernel | None:
+    """The epilogue ``conv -> + per-channel bias [-> relu]`` (one output) of a convolution that runs the SIMD
+    kernel, as that kernel with the bias and ReLU applied while each tile is still in cache, instead of a second
+    pass over the output; None for any other epilogue."""
+    from compiler.codegen.cpu.library_linalg import simd_conv_with_epilogue
+
+    anchor, group = split.anchor, kernel.nodes[1:]
+    if not isinstance(anchor.op, Conv) or not 1 <= len(group) <= 2 or list(kernel.outputs) != [group[-1]]:
+        return None
+    add = group[0]
+    if (
+        not isinstance(add.op, Add)
+        or len(group) == 2
+        and not (isinstance(group[1].op, Relu) and group[1].inputs[0] is add)
+    ):
+        return None
+    others = [t for t in add.inputs if t is not anchor]
+    if len(others) != 1 or len(add.inputs) != 2:
+        return None
+    bias, channels, nsp = others[0], anchor.shape[1], anchor.ndim - 2
+    per_channel = (
+        bias.dtype == anchor.dtype
+        and bias.ndim <= anchor.ndim
+        and bias.ndim >= nsp + 1
+        and bias.shape[bias.ndim - nsp - 1] == channels
+        and all(d == 1 for k, d in enumerate(bias.shape) if k != bias.ndim - nsp - 1)
+    )
+    if not per_channel or channels is None:
+        return None
+    run = simd_conv_with_epilogue(anchor, relu=len(group) == 2)
+    if run is None:
+        return None
+    position = {t.id: k for k, t in enumerate(kernel.inputs)}
+    xi, wi, bi = position[anchor.inputs[0].id], position[anchor.inputs[1].id], position[bias.id]
+    nin = len(kernel.inputs)
+    par, ser = run
+
+    def fused_run(*args: np.ndarray) -> None:
+        par(args[xi], args[wi], args[nin], args[bi])
+
+    def fused_serial(*args: np.ndarray) -> None:
+        ser(args[xi], args[wi], args[nin], args[bi])
+
+    from compiler.codegen.cpu.conv_simd import simd_conv_dispatchers
+
+    return CompiledKernel(
+        kernel, run=fused_run, serial=fused_serial, parallel=True, dispatchers=simd_conv_dispatchers()
     )
 
 

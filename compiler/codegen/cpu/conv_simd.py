@@ -35,16 +35,23 @@ from numba import njit
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from compiler.codegen.cpu.simd import lanes_for, vbcast, vfma, vlanes, vload, vstore, vsum, vzero
 
-__all__ = ["TILE_CHANNELS", "simd_conv_efficiency", "simd_conv_runners", "simd_grad_weight_runners"]
+__all__ = [
+    "TILE_CHANNELS",
+    "simd_conv_dispatchers",
+    "simd_conv_efficiency",
+    "simd_conv_runners",
+    "simd_grad_weight_runners",
+]
 
 #: output channels per register tile (the kernel below is written out for exactly this many)
 TILE_CHANNELS = 8
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _tile_rows(xpf, xoff, plane, wtf, woff, sf, cg, kh, kw, dh, dw, wp, npx):  # noqa: ANN001, ANN202
-    """``sf[j*npx + p] = sum_{c,a,b} wtf[woff + ((c*kh + a)*kw + b)*8 + j] * xpf[xoff + c*plane + a*dh*wp + b*dw
-    + p]`` for the 8 rows ``j`` and ``p < npx`` (a multiple of two vectors)."""
+def _tile_rows(xpf, xoff, offs, wtf, woff, sf, npx):  # noqa: ANN001, ANN202
+    """``sf[j*npx + p] = sum_k wtf[woff + k*8 + j] * xpf[xoff + offs[k] + p]`` for the 8 rows ``j`` and ``p < npx``
+    (a multiple of two vectors), over the taps ``k``: one flat loop over the offset table (``c*plane + a*dh*wp +
+    b*dw``), because nested channel/row/column loops of 3-5 steps spent a third of the time in loop overhead."""
     lanes = vlanes(xpf)
     step = 2 * lanes
     for p0 in range(0, npx, step):
@@ -65,38 +72,35 @@ def _tile_rows(xpf, xoff, plane, wtf, woff, sf, cg, kh, kw, dh, dw, wp, npx):  #
         a70 = vzero(xpf)
         a71 = vzero(xpf)
         wi = woff
-        for c in range(cg):
-            for a in range(kh):
-                xi = xoff + c * plane + a * dh * wp + p0
-                for _b in range(kw):
-                    v0 = vload(xpf, xi)
-                    v1 = vload(xpf, xi + lanes)
-                    xi += dw
-                    w = vbcast(wtf, wi)
-                    a00 = vfma(w, v0, a00)
-                    a01 = vfma(w, v1, a01)
-                    w = vbcast(wtf, wi + 1)
-                    a10 = vfma(w, v0, a10)
-                    a11 = vfma(w, v1, a11)
-                    w = vbcast(wtf, wi + 2)
-                    a20 = vfma(w, v0, a20)
-                    a21 = vfma(w, v1, a21)
-                    w = vbcast(wtf, wi + 3)
-                    a30 = vfma(w, v0, a30)
-                    a31 = vfma(w, v1, a31)
-                    w = vbcast(wtf, wi + 4)
-                    a40 = vfma(w, v0, a40)
-                    a41 = vfma(w, v1, a41)
-                    w = vbcast(wtf, wi + 5)
-                    a50 = vfma(w, v0, a50)
-                    a51 = vfma(w, v1, a51)
-                    w = vbcast(wtf, wi + 6)
-                    a60 = vfma(w, v0, a60)
-                    a61 = vfma(w, v1, a61)
-                    w = vbcast(wtf, wi + 7)
-                    a70 = vfma(w, v0, a70)
-                    a71 = vfma(w, v1, a71)
-                    wi += 8
+        xi = xoff + p0
+        for k in range(offs.shape[0]):
+            v0 = vload(xpf, xi + offs[k])
+            v1 = vload(xpf, xi + offs[k] + lanes)
+            w = vbcast(wtf, wi)
+            a00 = vfma(w, v0, a00)
+            a01 = vfma(w, v1, a01)
+            w = vbcast(wtf, wi + 1)
+            a10 = vfma(w, v0, a10)
+            a11 = vfma(w, v1, a11)
+            w = vbcast(wtf, wi + 2)
+            a20 = vfma(w, v0, a20)
+            a21 = vfma(w, v1, a21)
+            w = vbcast(wtf, wi + 3)
+            a30 = vfma(w, v0, a30)
+            a31 = vfma(w, v1, a31)
+            w = vbcast(wtf, wi + 4)
+            a40 = vfma(w, v0, a40)
+            a41 = vfma(w, v1, a41)
+            w = vbcast(wtf, wi + 5)
+            a50 = vfma(w, v0, a50)
+            a51 = vfma(w, v1, a51)
+            w = vbcast(wtf, wi + 6)
+            a60 = vfma(w, v0, a60)
+            a61 = vfma(w, v1, a61)
+            w = vbcast(wtf, wi + 7)
+            a70 = vfma(w, v0, a70)
+            a71 = vfma(w, v1, a71)
+            wi += 8
         o = p0
         vstore(sf, o, a00)
         vstore(sf, o + lanes, a01)
@@ -166,23 +170,30 @@ def _pad_sample(xf, src, c, h, w, xp, plane, wp, ph, pw, y0, y1, x0, x1):  # noq
 
 
 @njit(cache=True, nogil=True)
-def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow):  # noqa: ANN001, ANN202
+def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow, bias, relu):  # noqa: ANN001, ANN202
     """The first ``ow`` of every ``wp`` positions of tile rows ``0 .. rows`` into ``of`` (rows, OH, OW) at
-    ``dst``."""
+    ``dst``, plus ``bias[j]`` and then ReLU when ``relu`` (the fused epilogue: applied while the tile is in cache
+    rather than in another pass over the output)."""
     for j in range(rows):
+        b = bias[j]
         for y in range(oh):
             s = _U(j * npx + y * wp)
             d = _U(dst + (j * oh + y) * ow)
-            for k in range(_U(ow)):
-                of[d + k] = sf[s + k]
+            if relu:  # one loop per case: a test inside the loop would keep it from vectorising
+                for k in range(_U(ow)):
+                    v = sf[s + k] + b
+                    of[d + k] = v if (v > 0 or v != v) else 0  # the generated relu's rule: NaN stays NaN
+            else:
+                for k in range(_U(ow)):
+                    of[d + k] = sf[s + k] + b
 
 
 @njit(cache=True, nogil=True)
-def _simd_conv_range(x, wt, out, pads, xws, sws, t0, t1):  # noqa: ANN001, ANN202
+def _simd_conv_range(x, wt, out, pads, bias, relu, xws, sws, t0, t1):  # noqa: ANN001, ANN202
     """Chunks ``t0 .. t1`` of ``xws.shape[0]``: the chunk's share of the (sample, group, channel block) units of
     the stride-1 convolution ``x (N, C, H, W) -> out (N, O, OH, OW)`` with packed weights ``wt`` and ``pads =
-    (ph, pw, dh, dw)`` (top/left padding, may be negative; dilation). ``xws[t]``/``sws[t]``: the chunk's padded
-    input and tile workspaces (flat)."""
+    (ph, pw, dh, dw)`` (top/left padding, may be negative; dilation), plus ``bias`` (O + 8 values, zero past O)
+    and then ReLU when ``relu``. ``xws[t]``/``sws[t]``: the chunk's padded input and tile workspaces (flat)."""
     ph, pw, dh, dw = pads
     n, c, h, w = x.shape
     groups, ncb, cg, kh, kw = wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3], wt.shape[4]
@@ -195,6 +206,11 @@ def _simd_conv_range(x, wt, out, pads, xws, sws, t0, t1):  # noqa: ANN001, ANN20
     y0, y1 = max(0, -ph), min(h, hp - ph)
     x0, x1 = max(0, -pw), min(w, wp - pw)
     wtf = wt.reshape(-1)
+    offs = np.empty(cg * kh * kw, np.int64)
+    for c_ in range(cg):
+        for a_ in range(kh):
+            for b_ in range(kw):
+                offs[(c_ * kh + a_) * kw + b_] = c_ * plane + a_ * dh * wp + b_ * dw
     xf = x.reshape(-1)
     of = out.reshape(-1)
     units = n * groups * ncb
@@ -211,13 +227,15 @@ def _simd_conv_range(x, wt, out, pads, xws, sws, t0, t1):  # noqa: ANN001, ANN20
             if i != last:
                 _pad_sample(xf, i * c * h * w, c, h, w, xp, plane, wp, ph, pw, y0, y1, x0, x1)
                 last = i
-            _tile_rows(
-                xp, g * cg * plane, plane, wtf, (g * ncb + cb) * cg * kh * kw * 8, sf, cg, kh, kw, dh, dw, wp, npx
-            )
-            _unpad_tile(sf, npx, wp, of, ((i * o_n) + g * og + cb * 8) * oh * ow, min(8, og - cb * 8), oh, ow)
+            co0 = g * og + cb * 8
+            _tile_rows(xp, g * cg * plane, offs, wtf, (g * ncb + cb) * cg * kh * kw * 8, sf, npx)
+            dst = ((i * o_n) + co0) * oh * ow
+            _unpad_tile(sf, npx, wp, of, dst, min(8, og - cb * 8), oh, ow, bias[co0 : co0 + 8], relu)
 
 
-_simd_conv_par, _simd_conv_ser = task_runners(_simd_conv_range, lambda x, wt, out, pads, xws, sws: xws.shape[0])
+_simd_conv_par, _simd_conv_ser = task_runners(
+    _simd_conv_range, lambda x, wt, out, pads, bias, relu, xws, sws: xws.shape[0]
+)
 
 
 def simd_conv_efficiency(
@@ -245,10 +263,12 @@ def simd_conv_efficiency(
 def simd_conv_runners(
     pads: tuple[int, int, int, int], groups: int, transposed: bool, nsp: int, min_parallel_macs: int
 ) -> tuple[Callable[..., None], Callable[..., None], list[object]]:
-    """``(run, serial, dispatchers)``: ``run(a, b, out)`` computing the convolution (``a`` = x, ``b`` = w) or,
-    when ``transposed``, its input gradient (``a`` = the output gradient, ``b`` = w, ``out`` = dx) on C-contiguous
-    arrays (1-d ones as 2-d with a unit height), split across the threads from ``min_parallel_macs``
-    multiply-adds (4x that for a batch smaller than the thread count); ``serial`` is the one-thread twin.
+    """``(run, serial, dispatchers)``: ``run(a, b, out, bias=None, relu=False)`` computing the convolution (``a`` =
+    x, ``b`` = w) or, when ``transposed``, its input gradient (``a`` = the output gradient, ``b`` = w, ``out`` =
+    dx) on C-contiguous arrays (1-d ones as 2-d with a unit height), plus a per-output-channel ``bias`` (any
+    shape of O values) and then ReLU when ``relu`` (a fused epilogue), split across the threads from
+    ``min_parallel_macs`` multiply-adds (4x that for a batch smaller than the thread count); ``serial`` is the
+    one-thread twin.
     ``pads`` = (ph, pw, dh, dw) of the forward op."""
     ph, pw, dh, dw = pads
     scratch: dict[str, np.ndarray] = {}
@@ -260,7 +280,9 @@ def simd_conv_runners(
         return buf
 
     def make(parallel: bool) -> Callable[..., None]:
-        def run(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+        def run(
+            a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None, relu: bool = False
+        ) -> None:
             a = np.ascontiguousarray(a)
             b = np.ascontiguousarray(b)
             if nsp == 1:
@@ -276,6 +298,11 @@ def simd_conv_runners(
             wt = buffer("w", groups * ncb * cin * kh * kw * 8, b.dtype)
             wt = wt[: groups * ncb * cin * kh * kw * 8].reshape(groups, ncb, cin, kh, kw, 8)
             _pack_weights(b, groups, transposed, wt)
+            o_n = out.shape[1]
+            bvec = buffer("b", o_n + 8, out.dtype)[: o_n + 8]  # padded: every tile reads 8 entries
+            bvec[:] = 0
+            if bias is not None:
+                bvec[:o_n] = np.reshape(bias, -1)
             oh, ow = out.shape[2], out.shape[3]
             hp, wp = oh + dh * (kh - 1), ow + dw * (kw - 1)
             step = 2 * lanes_for(a.dtype)
@@ -293,14 +320,21 @@ def simd_conv_runners(
             sws = buffer("s", nt * ssize, a.dtype)[: nt * ssize].reshape(nt, ssize)
             if out.size == 0:
                 return
-            if a.shape[0] == 0 or a.shape[1] == 0:
-                out[...] = 0
+            if a.shape[0] == 0 or a.shape[1] == 0:  # no input channels: the bias alone
+                out[...] = bvec[:o_n].reshape(o_n, 1, 1)
+                if relu:
+                    np.maximum(out, 0, out=out)
                 return
-            (_simd_conv_par if nt > 1 else _simd_conv_ser)(a, wt, out, p, xws, sws)
+            (_simd_conv_par if nt > 1 else _simd_conv_ser)(a, wt, out, p, bvec, relu, xws, sws)
 
         return run
 
-    return make(True), make(False), [_simd_conv_range, _tile_rows, _pad_sample, _unpad_tile, _pack_weights]
+    return make(True), make(False), simd_conv_dispatchers()
+
+
+def simd_conv_dispatchers() -> list[object]:
+    """The compiled functions behind :func:`simd_conv_runners` (compile statistics count them)."""
+    return [_simd_conv_range, _tile_rows, _pad_sample, _unpad_tile, _pack_weights]
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -739,6 +739,22 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     )
 
 
+def simd_conv_with_epilogue(node: Tensor, relu: bool) -> tuple[Callable[..., None], Callable[..., None]] | None:
+    """``(run, serial)``, each ``run(x, w, out, bias)``: the forward convolution ``node`` plus a per-channel bias
+    and, when ``relu``, ReLU, fused into the SIMD kernel's store; None when ``node`` does not run that kernel."""
+    op = node.op
+    if default_conv_algo(node) != "simd":
+        return None
+    geom = _conv_geom(op)
+    run, serial, _ = simd_conv_runners(
+        (geom[2], geom[3], geom[4], geom[5]), op.groups, False, len(op.stride), PARALLEL_MIN_CONV_MACS
+    )
+    return (
+        lambda x, w, out, bias: run(x, w, out, bias, relu),
+        lambda x, w, out, bias: serial(x, w, out, bias, relu),
+    )
+
+
 @register(Conv)
 def conv_factory(node: Tensor) -> LibraryImpl:
     """``conv1d/2d`` forward: ``run(x, w, out)``."""
