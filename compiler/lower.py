@@ -27,14 +27,18 @@ class Lowered:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
 
-def lower_cpu(program: Program, fuse_reductions: bool = True) -> Lowered:
-    """Fuse and generate CPU (Numba) kernels for ``program`` (``fuse_reductions``: see :func:`compiler.fusion.fuse`)."""
+def lower_cpu(program: Program, fuse_reductions: bool = True, fuse_pooling: bool = True) -> Lowered:
+    """Fuse and generate CPU (Numba) kernels for ``program`` (``fuse_reductions``: see :func:`compiler.fusion.fuse`;
+    ``fuse_pooling``: :func:`compiler.conv_pool_fusion.fuse_conv_pool`)."""
     from compiler.codegen.cpu import build_kernel
+    from compiler.conv_pool_fusion import fuse_conv_pool
     from compiler.fusion import fuse
 
     t0 = time.perf_counter()
     log: list[str] = []
     kernels = fuse(program, log, fuse_reductions)
+    if fuse_pooling:
+        kernels = fuse_conv_pool(kernels, program, log)
     t1 = time.perf_counter()
     compiled = [build_kernel(k) for k in kernels]
     t2 = time.perf_counter()

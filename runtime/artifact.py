@@ -406,10 +406,15 @@ def describe_function(program: Program, kernels: Sequence[Kernel]) -> tuple[dict
             d.update(kind="op", op=name, props=props, inputs=[index[i.id] for i in n.inputs])
         d.update(name=n.name, type=_type_json(n), role=n.role, frame=_frame_json(n.frame))
         out_nodes.append(d)
+    # the file keeps the target-independent partition (compiler.fusion.fuse); the CPU target's own merges
+    # (compiler.conv_pool_fusion) are made again when a loader compiles for it
+    from compiler.conv_pool_fusion import fuse_conv_pool
+
     stored = _partition(kernels, index)
-    for flag in (True, False):
-        if _partition(fuse(program, [], flag), index) == stored:
-            fuse_reductions = flag
+    for flag, pooled in ((True, True), (True, False), (False, True), (False, False)):
+        base = fuse(program, [], flag)
+        if _partition(fuse_conv_pool(base, program, []) if pooled else base, index) == stored:
+            fuse_reductions, kernels = flag, base
             break
     else:
         raise ExportError(

@@ -171,7 +171,7 @@ class KernelValidator:
     def __init__(self, program: Program, cuda_lowered: Lowered, fuse_reductions: bool = True) -> None:
         from compiler.lower import lower_cpu
 
-        self.cpu = lower_cpu(program, fuse_reductions)
+        self.cpu = lower_cpu(program, fuse_reductions, fuse_pooling=False)  # the cuda fusion, group for group
         # per cuda kernel (plan order): its parts (itself, or the groups a horizontal kernel launches together),
         # each with the cpu kernel of the same fused group
         self.pairs: list[list[tuple[Kernel, CompiledKernel]]] = self._pair(cuda_lowered)

@@ -137,7 +137,8 @@ def compile(  # noqa: A001 - the API name
     - ``check_numerics``: raise at the first op (forward or gradient) producing NaN/Inf, naming its line.
     - ``passes``: graph passes to run, all by default on compiled targets and none on ``"reference"``;
       switch one off by name, e.g. ``passes={"fold_bn": False}`` (names: ``compiler.passes.PASS_NAMES``; the
-      fusion switch ``"fuse_reductions"`` keeps every sum a separate kernel).
+      fusion switch ``"fuse_reductions"`` keeps every sum a separate kernel; ``"fuse_pooling"``, cpu only, keeps
+      a 2x2 max pool out of the convolution kernel that feeds it).
     - ``freeze_parameters``: inference only (``mode="eval"``): parameters become constants holding their
       current values, so everything computed from weights alone (folded BatchNorm) is precomputed.
     - ``warmup``: compiled targets run every kernel once on zero inputs inside ``compile`` (dims declared
@@ -174,11 +175,12 @@ def compile(  # noqa: A001 - the API name
     t_passes = time.perf_counter() - t0
     if target in ("cpu", "cuda"):
         fuse_reductions = bool((passes or {}).get("fuse_reductions", True))
+        fuse_pooling = bool((passes or {}).get("fuse_pooling", True))
         if target == "cuda":  # numba.cuda (or its simulator) via runtime/cuda.py; a GraphError says what is missing
             from runtime.cuda import _compile_cuda
 
             return _compile_cuda(program, check_numerics, warmup, t_passes, fuse_reductions, validate=bool(validate))
-        return _compile_cpu(program, check_numerics, warmup, t_passes, fuse_reductions)
+        return _compile_cpu(program, check_numerics, warmup, t_passes, fuse_reductions, fuse_pooling)
     from runtime.reference import ReferenceFunction
 
     fn = Function(program, ReferenceFunction(program, check_numerics=check_numerics), target)
@@ -187,13 +189,18 @@ def compile(  # noqa: A001 - the API name
 
 
 def _compile_cpu(
-    program: Any, check_numerics: bool, warmup: bool | str, t_passes: float, fuse_reductions: bool = True
+    program: Any,
+    check_numerics: bool,
+    warmup: bool | str,
+    t_passes: float,
+    fuse_reductions: bool = True,
+    fuse_pooling: bool = True,
 ) -> Function:
     from compiler.lower import dispatcher_stats, lower_cpu
     from runtime.cpu import CpuFunction
     from runtime.plan import build_plan
 
-    lowered = lower_cpu(program, fuse_reductions)
+    lowered = lower_cpu(program, fuse_reductions, fuse_pooling)
     executor = CpuFunction(build_plan(program, lowered.compiled), check_numerics=check_numerics)
     fn = Function(program, executor, "cpu")
     fn.lowered = lowered

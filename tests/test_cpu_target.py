@@ -255,3 +255,60 @@ def test_conv_bias_relu_epilogue_runs_inside_the_simd_kernel(dtype):
         rtol = 1e-4 if dtype == "float32" else 1e-10
         np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol)
         assert np.array_equal(np.isnan(got), np.isnan(ref)) and np.isnan(got).any()
+
+
+def _conv_pool_net(ceil_mode=False, also_output=False, padding=1):
+    rng = np.random.default_rng(4)
+    x = sd.placeholder((None, 3, None, None), name="x")
+    w = sd.parameter((0.3 * rng.standard_normal((16, 3, 3, 3))).astype(np.float32), name="w")
+    b = sd.parameter(rng.standard_normal(16).astype(np.float32), name="b")
+    h = sd.relu(sd.conv2d(x, w, b, padding=padding))
+    y = sd.max_pool2d(h, 2, ceil_mode=ceil_mode)
+    return x, ([y, h] if also_output else [y])
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 12, 10), (2, 3, 9, 7), (1, 3, 33, 34)])
+def test_max_pool_runs_in_the_convolution_kernel(shape):
+    """conv -> bias -> relu -> max_pool(2) at inference is one kernel (the full-size activation is never stored),
+    floor mode on odd sizes included, NaN propagating; passes={"fuse_pooling": False} keeps two kernels with
+    the same values."""
+    x, outs = _conv_pool_net()
+    f = sd.compile([x], outs, mode="eval", target="cpu")
+    names = [ck.kernel.name for ck in f.lowered.compiled]
+    assert any(n.endswith("conv+add+relu+max_pool") for n in names)
+    assert not any(n.endswith("_max_pool") for n in names)  # no pooling kernel of its own
+    assert any("fuse_pooling:" in line for line in f.lowered.fusion_log)
+    xs = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    xs[0, 1, 2, 3] = np.nan
+    ref = sd.compile([x], outs, mode="eval")(xs)[0]
+    got = f(xs)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-5)
+    assert np.array_equal(np.isnan(got), np.isnan(ref)) and np.isnan(got).any()
+    unfused = sd.compile([x], outs, mode="eval", target="cpu", passes={"fuse_pooling": False})
+    assert any(ck.kernel.name.endswith("_max_pool") for ck in unfused.lowered.compiled)
+    np.testing.assert_allclose(unfused(xs)[0], got, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["ceil_mode", "activation_is_an_output", "training"])
+def test_max_pool_stays_separate_where_it_must(case):
+    x, outs = _conv_pool_net(ceil_mode=case == "ceil_mode", also_output=case == "activation_is_an_output")
+    if case == "training":
+        loss = sd.mean(outs[0])
+        params = [t for t in _walk(loss) if isinstance(t, sd.Parameter)]
+        grads = sd.grad(loss, params)
+        f = sd.compile([x], [loss], updates={p: p - 0.1 * g for p, g in zip(params, grads)}, target="cpu")
+    else:
+        f = sd.compile([x], outs, mode="eval", target="cpu")
+    assert not any(line.startswith("fuse_pooling:") for line in f.lowered.fusion_log)
+    assert any(ck.kernel.name.endswith("_max_pool") for ck in f.lowered.compiled)
+
+
+def _walk(t):
+    """Every tensor ``t`` depends on."""
+    seen, stack = {}, [t]
+    while stack:
+        n = stack.pop()
+        if id(n) not in seen:
+            seen[id(n)] = n
+            stack.extend(getattr(n, "inputs", ()))
+    return list(seen.values())

@@ -29,7 +29,7 @@ PASSES: list[tuple[str, Pass]] = [
 ]
 PASS_NAMES = tuple(name for name, _ in PASSES)
 #: switches of the fusion step (compiled targets), accepted in ``compile(passes=...)`` beside the graph passes
-FUSION_SWITCHES = ("fuse_reductions",)
+FUSION_SWITCHES = ("fuse_reductions", "fuse_pooling")
 
 
 def enabled_passes(switches: Mapping[str, bool] | None) -> list[tuple[str, Pass]]:

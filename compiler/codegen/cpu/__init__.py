@@ -23,14 +23,15 @@ import numpy as np
 from compiler.codegen.cpu import library
 from compiler.codegen.cpu.elementwise import build_elementwise
 from compiler.codegen.cpu.reduction import build_reduction
-from compiler.kernels import CompiledKernel, EpilogueSplit, Kernel, split_epilogue
+from compiler.kernels import CompiledKernel, Kernel, split_epilogue
 from symdl.errors import GraphError, where
 from symdl.graph import Tensor
 from symdl.ops.conv import Conv
 from symdl.ops.elementwise import Add, Relu
+from symdl.ops.pool import MaxPool
 from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
-__all__ = ["build_kernel", "build_elementwise"]
+__all__ = ["build_kernel", "build_elementwise", "conv_epilogue_spec"]
 
 
 def build_kernel(kernel: Kernel) -> CompiledKernel:
@@ -70,10 +71,10 @@ def library_impl(node: Tensor) -> library.LibraryImpl:
 def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     from compiler.fusion import REDUCTION_OPS
 
-    split = split_epilogue(kernel, REDUCTION_OPS)
-    fused = _conv_bias_relu(kernel, split)
+    fused = _conv_bias_relu(kernel)
     if fused is not None:
         return fused
+    split = split_epilogue(kernel, REDUCTION_OPS)
     impl = library_impl(split.anchor)
     # the loop reads the anchor's value (its input 0) from the buffer it stores its first output into
     if split.loop.kind == "reduction":
@@ -90,50 +91,65 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     )
 
 
-def _conv_bias_relu(kernel: Kernel, split: EpilogueSplit) -> CompiledKernel | None:
-    """The epilogue ``conv -> + per-channel bias [-> relu]`` (one output) of a convolution that runs the SIMD
-    kernel, as that kernel with the bias and ReLU applied while each tile is still in cache, instead of a second
-    pass over the output; None for any other epilogue."""
+def conv_epilogue_spec(kernel: Kernel) -> tuple[Tensor | None, bool, bool] | None:
+    """``(bias, relu, pool)`` when ``kernel``'s members are ``conv [-> + per-channel bias] [-> relu] [-> 2x2 max
+    pool]`` (in that order, one output: the last) and the convolution runs the SIMD kernel, which applies all of
+    them while each tile is still in cache (:func:`compiler.codegen.cpu.library_linalg.simd_conv_with_epilogue`);
+    else None."""
+    from compiler.codegen.cpu.library_linalg import _pool_geom, default_conv_algo
+
+    anchor, rest = kernel.nodes[0], list(kernel.nodes[1:])
+    if not isinstance(anchor.op, Conv) or anchor.ndim not in (3, 4) or anchor.shape[1] is None:
+        return None
+    nsp = anchor.ndim - 2
+    bias, relu, pool, prev = None, False, False, anchor
+    if rest and isinstance(rest[0].op, Add) and len(rest[0].inputs) == 2 and prev in rest[0].inputs:
+        other = rest[0].inputs[1] if rest[0].inputs[0] is prev else rest[0].inputs[0]
+        axis = other.ndim - nsp - 1  # the channel axis, right-aligned with (N, C, *spatial)
+        if not (
+            other is not prev
+            and other.dtype == anchor.dtype
+            and 1 <= other.ndim - nsp <= 2
+            and other.shape[axis] == anchor.shape[1]
+            and all(d == 1 for k, d in enumerate(other.shape) if k != axis)
+        ):
+            return None
+        bias, prev, rest = other, rest[0], rest[1:]
+    if rest and isinstance(rest[0].op, Relu) and rest[0].inputs[0] is prev:
+        relu, prev, rest = True, rest[0], rest[1:]
+    if rest and isinstance(rest[0].op, MaxPool) and rest[0].inputs[0] is prev and nsp == 2:
+        op = rest[0].op
+        if tuple(_pool_geom(op)) != (2, 2, 2, 2, 0, 0, 1, 1) or getattr(op, "ceil_mode", False):
+            return None
+        pool, prev, rest = True, rest[0], rest[1:]
+    if rest or list(kernel.outputs) != [prev] or default_conv_algo(anchor) != "simd":
+        return None
+    return bias, relu, pool
+
+
+def _conv_bias_relu(kernel: Kernel) -> CompiledKernel | None:
+    """An epilogue kernel matching :func:`conv_epilogue_spec` as one SIMD convolution with the bias, ReLU and
+    pooling applied to each tile before it is stored, instead of a generated loop making a second pass over the
+    output (and a pooling kernel a third); None for any other kernel."""
+    from compiler.codegen.cpu.conv_simd import simd_conv_dispatchers
     from compiler.codegen.cpu.library_linalg import simd_conv_with_epilogue
 
-    anchor, group = split.anchor, kernel.nodes[1:]
-    if not isinstance(anchor.op, Conv) or not 1 <= len(group) <= 2 or list(kernel.outputs) != [group[-1]]:
+    spec = conv_epilogue_spec(kernel)
+    if spec is None:
         return None
-    add = group[0]
-    if (
-        not isinstance(add.op, Add)
-        or len(group) == 2
-        and not (isinstance(group[1].op, Relu) and group[1].inputs[0] is add)
-    ):
-        return None
-    others = [t for t in add.inputs if t is not anchor]
-    if len(others) != 1 or len(add.inputs) != 2:
-        return None
-    bias, channels, nsp = others[0], anchor.shape[1], anchor.ndim - 2
-    per_channel = (
-        bias.dtype == anchor.dtype
-        and bias.ndim <= anchor.ndim
-        and bias.ndim >= nsp + 1
-        and bias.shape[bias.ndim - nsp - 1] == channels
-        and all(d == 1 for k, d in enumerate(bias.shape) if k != bias.ndim - nsp - 1)
-    )
-    if not per_channel or channels is None:
-        return None
-    run = simd_conv_with_epilogue(anchor, relu=len(group) == 2)
-    if run is None:
-        return None
+    bias, relu, pool = spec
+    anchor = kernel.nodes[0]
+    par, ser = simd_conv_with_epilogue(anchor, relu, pool)
     position = {t.id: k for k, t in enumerate(kernel.inputs)}
-    xi, wi, bi = position[anchor.inputs[0].id], position[anchor.inputs[1].id], position[bias.id]
+    xi, wi = position[anchor.inputs[0].id], position[anchor.inputs[1].id]
+    bi = position[bias.id] if bias is not None else None
     nin = len(kernel.inputs)
-    par, ser = run
 
     def fused_run(*args: np.ndarray) -> None:
-        par(args[xi], args[wi], args[nin], args[bi])
+        par(args[xi], args[wi], args[nin], None if bi is None else args[bi])
 
     def fused_serial(*args: np.ndarray) -> None:
-        ser(args[xi], args[wi], args[nin], args[bi])
-
-    from compiler.codegen.cpu.conv_simd import simd_conv_dispatchers
+        ser(args[xi], args[wi], args[nin], None if bi is None else args[bi])
 
     return CompiledKernel(
         kernel, run=fused_run, serial=fused_serial, parallel=True, dispatchers=simd_conv_dispatchers()

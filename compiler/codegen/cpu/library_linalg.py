@@ -739,15 +739,17 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
     )
 
 
-def simd_conv_with_epilogue(node: Tensor, relu: bool) -> tuple[Callable[..., None], Callable[..., None]] | None:
-    """``(run, serial)``, each ``run(x, w, out, bias)``: the forward convolution ``node`` plus a per-channel bias
-    and, when ``relu``, ReLU, fused into the SIMD kernel's store; None when ``node`` does not run that kernel."""
+def simd_conv_with_epilogue(
+    node: Tensor, relu: bool, pool: bool = False
+) -> tuple[Callable[..., None], Callable[..., None]]:
+    """``(run, serial)``, each ``run(x, w, out, bias)``: the SIMD forward convolution ``node`` plus a per-channel
+    ``bias`` (or None) and, when ``relu``, ReLU, and when ``pool`` a 2x2 max pool (``out`` is then the pooled
+    array), all applied in the kernel's store (see :func:`compiler.codegen.cpu.conv_epilogue_spec`)."""
     op = node.op
-    if default_conv_algo(node) != "simd":
-        return None
     geom = _conv_geom(op)
+    hi = (op.padding[0][1], op.padding[1][1]) if pool else None
     run, serial, _ = simd_conv_runners(
-        (geom[2], geom[3], geom[4], geom[5]), op.groups, False, len(op.stride), PARALLEL_MIN_CONV_MACS
+        (geom[2], geom[3], geom[4], geom[5]), op.groups, False, len(op.stride), PARALLEL_MIN_CONV_MACS, hi
     )
     return (
         lambda x, w, out, bias: run(x, w, out, bias, relu),
