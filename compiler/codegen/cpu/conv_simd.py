@@ -183,13 +183,16 @@ def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow, bias, relu):  # noqa: ANN001
     here and ran rows of 32 entirely in its scalar remainder (6.5 us per 8x32x32 tile instead of 0.6)."""
     lanes = vlanes(sf)
     zero = vzero(sf)
+    end = dst + rows * oh * ow
     for j in range(rows):
         b = vsplat(zero, bias[j])
         for y in range(oh):
             s = j * npx + y * wp
             d = dst + (j * oh + y) * ow
+            # a row may end with a whole vector too where that stays inside this tile's region: what it writes
+            # past the row's end falls on a later row of the region, which is written after it
             k = 0
-            while k + lanes <= ow:
+            while k + lanes <= ow or (k < ow and d + k + lanes <= end):
                 v = vadd(vload(sf, s + k), b)
                 vstore(of, d + k, vmax(v, zero) if relu else v)
                 k += lanes
@@ -368,7 +371,7 @@ def simd_conv_runners(
             least = min_parallel_macs if a.shape[0] >= threads else 4 * min_parallel_macs
             nt = min(threads, units) if parallel and macs >= least else 1
             nt = max(nt, 1)
-            xsize, ssize = a.shape[1] * hp * wp + step, 8 * npx
+            xsize, ssize = a.shape[1] * hp * wp + step, 8 * npx + step  # + step: _unpad_tile reads past rows
             xws = buffer("x", nt * xsize, a.dtype)[: nt * xsize].reshape(nt, xsize)
             sws = buffer("s", nt * ssize, a.dtype)[: nt * ssize].reshape(nt, ssize)
             if out.size == 0:
@@ -504,18 +507,16 @@ def _simd_gw_range(x, g, dw, pads, groups, xws, gws, pws, t0, t1):  # noqa: ANN0
         xq[:] = 0
         gq[:] = 0
         part[:] = 0
+        zero = ph - ph  # a run-time 0: literal arguments would compile _pad_sample again for them
         for k in range(m):
             i = i0 + k
-            for ci in range(c):
+            # channel ci of sample k at ci*rx + k*plane (the channel stride is rx)
+            _pad_sample(xf, i * c * h * w, c, h, w, xq[k * plane :], rx, wp, ph, pw, y0, y1, x0, x1)
+            for gr in range(groups):  # output-gradient rows at (gr*og4 + r)*rg + k*plane, unpadded
+                src = ((i * o_n) + gr * og) * oh * ow
                 _pad_sample(
-                    xf, (i * c + ci) * h * w, 1, h, w, xq[ci * rx + k * plane :], plane, wp, ph, pw, y0, y1, x0, x1
+                    gf, src, og, oh, ow, gq[gr * og4 * rg + k * plane :], rg, wp, zero, zero, zero, oh, zero, ow
                 )
-            for gr in range(groups):
-                for r in range(og):
-                    src = ((i * o_n) + gr * og + r) * oh * ow
-                    _pad_sample(
-                        gf, src, 1, oh, ow, gq[(gr * og4 + r) * rg + k * plane :], plane, wp, 0, 0, 0, oh, 0, ow
-                    )
         if m == 0:
             continue
         for gr in range(groups):
