@@ -93,7 +93,7 @@ def main() -> None:
     kernel, geom = impl.dispatchers[0], L._conv_geom(node.op)
     n = 20000
     t_run = median_time(lambda: [impl.run(*small, out) for _ in range(n)], 5) / n
-    t_ker = median_time(lambda: [kernel(*small, out, geom, 1) for _ in range(n)], 5) / n
+    t_ker = median_time(lambda: [kernel(*small, out, geom, 1, 0, 1) for _ in range(n)], 5) / n
     print(f"\nrun() Python overhead on a tiny conv: {1e6 * (t_run - t_ker):.2f} us (run {1e6 * t_run:.2f} us)")
 
 

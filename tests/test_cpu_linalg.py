@@ -203,7 +203,13 @@ def test_conv_simd_is_default_where_tiles_fill():
 
 
 @pytest.mark.parametrize(
-    "name, algo", [("stride-asym-pad-dilation", "im2col"), ("depthwise", "direct"), ("1d-depthwise", "direct")]
+    "name, algo",
+    [
+        ("stride-asym-pad-dilation", "im2col"),
+        ("depthwise", "simd"),
+        ("1d-depthwise", "simd"),
+        ("depthwise-multiplier", "direct"),  # strided
+    ],
 )
 def test_conv_registered_default(rng, name, algo):
     cfg = CONV_CONFIGS[name]

@@ -595,33 +595,37 @@ CONV_ALGOS: dict[tuple[type, str], tuple[Callable[..., None], Callable[..., None
     (ConvGradWeight, "simd"): (_simd_gw_par, _simd_gw_ser),
 }
 
-#: The least share of useful lanes (:func:`simd_conv_efficiency`) for which the SIMD kernel is the default:
-#: LeNet's convolutions (``benchmarks/bench_conv_kernels.py``) were faster with it at 0.64-0.67 and slower at
-#: 0.56 (the 6-channel input gradient of its second layer).
+#: The least share of useful lanes (:func:`simd_conv_efficiency`) for which the SIMD kernel is the default for
+#: ungrouped convolutions. ``python benchmarks/bench_conv_kernels.py`` (batch 64, 2 threads): LeNet's forward
+#: convolutions (0.64-0.67) 0.36 / 0.59 ms against 0.52 / 1.14 ms with im2col, its weight gradients 0.40 / 0.67
+#: against 0.61 / 1.01 ms; its input gradients (0.56-0.58) are slower, 1.12-1.15 against 0.52-0.96 ms.
 SIMD_MIN_EFFICIENCY = 0.6
 
-#: The largest per-group GEMM (``C_out/groups * C_in/groups``) for which the direct loop nest is the default:
-#: grouped convolutions this thin (depthwise: 1) starve BLAS; everything else runs im2col + GEMM. Figures:
-#: ``benchmarks/bench_conv_kernels.py`` (1 thread, batch 64: LeNet conv1/conv2 and their grads 1.3-2.1 ms
-#: im2col vs 4.3-11.6 ms direct; depthwise 32ch 3x3 3.9-7.2 ms direct vs 7.9-9.6 ms im2col).
+#: The largest per-group GEMM (``C_out/groups * C_in/groups``) under which a grouped convolution counts as thin
+#: (depthwise: 1): such convolutions starve BLAS, so with a stride they run the direct loop nest, and at stride 1
+#: the SIMD kernel (``benchmarks/bench_conv_kernels.py``, depthwise 32ch 3x3 16x16, batch 64: simd 0.74-1.15 ms,
+#: direct 3.2-4.1 ms, im2col 1.4-3.8 ms for the forward pass and both gradients).
 DIRECT_MAX_GROUP_GEMM = 16
 
 
 def default_conv_algo(node: Tensor) -> str:
-    """``"direct"`` for thin grouped convolutions (depthwise); ``"simd"`` for stride-1 convolutions and gradients
-    whose register tiles are well filled (:func:`simd_conv_efficiency`); else ``"im2col"`` (decided from static
-    shapes)."""
+    """Decided from static shapes: stride 1 runs ``"simd"`` for thin grouped convolutions (depthwise) and where
+    the register tiles are well filled (:func:`simd_conv_efficiency`); a strided thin grouped convolution runs
+    ``"direct"``; everything else ``"im2col"``."""
     op = node.op
     w_shape = node.inputs[1].shape if isinstance(op, (Conv, ConvGradInput)) else node.inputs[2].shape
     cout, cg = w_shape[0], w_shape[1]
     groups = op.groups
-    if groups > 1 and cout is not None and cg is not None and (cout // groups) * cg <= DIRECT_MAX_GROUP_GEMM:
-        return "direct"
+    thin = groups > 1 and cout is not None and cg is not None and (cout // groups) * cg <= DIRECT_MAX_GROUP_GEMM
     if all(s == 1 for s in op.stride):
+        if thin:  # one channel of eight tiles' lanes is still 3-5x faster than the direct loop nest
+            return "simd"
         out_shape = node.shape if isinstance(op, Conv) else node.inputs[2 if isinstance(op, ConvGradInput) else 1].shape
         kind = "forward" if isinstance(op, Conv) else "input" if isinstance(op, ConvGradInput) else "weight"
         if simd_conv_efficiency(w_shape, groups, op.dilation, out_shape[-1], kind) >= SIMD_MIN_EFFICIENCY:
             return "simd"
+    if thin:
+        return "direct"
     return "im2col"
 
 
