@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,13 +26,13 @@ from compiler.codegen.cpu.elementwise import build_elementwise
 from compiler.codegen.cpu.reduction import build_reduction
 from compiler.kernels import CompiledKernel, Kernel, split_epilogue
 from symdl.errors import GraphError, where
-from symdl.graph import Tensor
+from symdl.graph import Constant, Tensor
 from symdl.ops.conv import Conv
-from symdl.ops.elementwise import Add, Relu
+from symdl.ops.elementwise import Add, Greater, Relu
 from symdl.ops.pool import MaxPool
 from symdl.ops.shape import ExpandDims, Flatten, Reshape, ReshapeLike, Squeeze, Transpose
 
-__all__ = ["build_kernel", "build_elementwise", "conv_epilogue_spec"]
+__all__ = ["ConvEpilogue", "build_kernel", "build_elementwise", "conv_epilogue_spec"]
 
 
 def build_kernel(kernel: Kernel) -> CompiledKernel:
@@ -91,11 +92,25 @@ def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     )
 
 
-def conv_epilogue_spec(kernel: Kernel) -> tuple[Tensor | None, bool, bool] | None:
-    """``(bias, relu, pool)`` when ``kernel``'s members are ``conv [-> + per-channel bias] [-> relu] [-> 2x2 max
-    pool]`` (in that order, one output: the last) and the convolution runs the SIMD kernel, which applies all of
-    them while each tile is still in cache (:func:`compiler.codegen.cpu.library_linalg.simd_conv_with_epilogue`);
-    else None."""
+@dataclass(frozen=True)
+class ConvEpilogue:
+    """What the SIMD convolution applies in its store (:func:`conv_epilogue_spec`): a per-channel ``bias``
+    tensor (or None), ReLU, a 2x2 max pool, and the positions in the kernel's outputs of the stored value and
+    of the ``pre-activation > 0`` mask (the ReLU gradient's, in training; None when absent)."""
+
+    bias: Tensor | None
+    relu: bool
+    pool: bool
+    value_output: int
+    mask_output: int | None
+
+
+def conv_epilogue_spec(kernel: Kernel) -> ConvEpilogue | None:
+    """The :class:`ConvEpilogue` of a kernel whose members are ``conv [-> + per-channel bias] [-> relu] [-> 2x2
+    max pool]`` (in that order; its output the last of them), optionally beside ``pre-activation > 0`` as a
+    second output (the ReLU mask of a training step), where the convolution runs the SIMD kernel, which applies
+    all of them while each tile is still in cache
+    (:func:`compiler.codegen.cpu.library_linalg.simd_conv_with_epilogue`); else None."""
     from compiler.codegen.cpu.library_linalg import _pool_geom, default_conv_algo
 
     anchor, rest = kernel.nodes[0], list(kernel.nodes[1:])
@@ -115,45 +130,65 @@ def conv_epilogue_spec(kernel: Kernel) -> tuple[Tensor | None, bool, bool] | Non
         ):
             return None
         bias, prev, rest = other, rest[0], rest[1:]
+    pre = prev
+    mask = next((n for n in rest if _is_positive_mask(n, pre)), None)
+    rest = [n for n in rest if n is not mask]
     if rest and isinstance(rest[0].op, Relu) and rest[0].inputs[0] is prev:
         relu, prev, rest = True, rest[0], rest[1:]
-    if rest and isinstance(rest[0].op, MaxPool) and rest[0].inputs[0] is prev and nsp == 2:
+    if rest and isinstance(rest[0].op, MaxPool) and rest[0].inputs[0] is prev and nsp == 2 and mask is None:
         op = rest[0].op
         if tuple(_pool_geom(op)) != (2, 2, 2, 2, 0, 0, 1, 1) or getattr(op, "ceil_mode", False):
             return None
         pool, prev, rest = True, rest[0], rest[1:]
-    if rest or list(kernel.outputs) != [prev] or default_conv_algo(anchor) != "simd":
+    outputs = list(kernel.outputs)
+    wanted = [prev] if mask is None else [prev, mask]
+    if rest or len(outputs) != len(wanted) or {t.id for t in outputs} != {t.id for t in wanted}:
         return None
-    return bias, relu, pool
+    if default_conv_algo(anchor) != "simd":
+        return None
+    index = {t.id: k for k, t in enumerate(outputs)}
+    return ConvEpilogue(bias, relu, pool, index[prev.id], None if mask is None else index[mask.id])
+
+
+def _is_positive_mask(node: Tensor, pre: Tensor) -> bool:
+    """Whether ``node`` is ``pre > 0`` (a boolean, the zero a scalar constant)."""
+    if not isinstance(node.op, Greater) or len(node.inputs) != 2 or node.inputs[0] is not pre:
+        return False
+    zero = node.inputs[1]
+    return (
+        isinstance(zero, Constant)
+        and zero.ndim == 0
+        and float(np.asarray(zero.value)) == 0.0
+        and node.dtype == np.bool_
+    )
 
 
 def _conv_bias_relu(kernel: Kernel) -> CompiledKernel | None:
-    """An epilogue kernel matching :func:`conv_epilogue_spec` as one SIMD convolution with the bias, ReLU and
-    pooling applied to each tile before it is stored, instead of a generated loop making a second pass over the
-    output (and a pooling kernel a third); None for any other kernel."""
+    """An epilogue kernel matching :func:`conv_epilogue_spec` as one SIMD convolution with the bias, ReLU, mask
+    and pooling applied to each tile before it is stored, instead of a generated loop making a second pass over
+    the output (and a pooling kernel a third); None for any other kernel."""
     from compiler.codegen.cpu.conv_simd import simd_conv_dispatchers
     from compiler.codegen.cpu.library_linalg import simd_conv_with_epilogue
 
     spec = conv_epilogue_spec(kernel)
     if spec is None:
         return None
-    bias, relu, pool = spec
     anchor = kernel.nodes[0]
-    par, ser = simd_conv_with_epilogue(anchor, relu, pool)
+    par, ser = simd_conv_with_epilogue(anchor, spec.relu, spec.pool)
     position = {t.id: k for k, t in enumerate(kernel.inputs)}
     xi, wi = position[anchor.inputs[0].id], position[anchor.inputs[1].id]
-    bi = position[bias.id] if bias is not None else None
+    bi = position[spec.bias.id] if spec.bias is not None else None
     nin = len(kernel.inputs)
+    vo = nin + spec.value_output
+    mo = None if spec.mask_output is None else nin + spec.mask_output
 
-    def fused_run(*args: np.ndarray) -> None:
-        par(args[xi], args[wi], args[nin], None if bi is None else args[bi])
+    def call(fn: Callable[..., None]) -> Callable[..., None]:
+        def run(*args: np.ndarray) -> None:
+            fn(args[xi], args[wi], args[vo], None if bi is None else args[bi], None if mo is None else args[mo])
 
-    def fused_serial(*args: np.ndarray) -> None:
-        ser(args[xi], args[wi], args[nin], None if bi is None else args[bi])
+        return run
 
-    return CompiledKernel(
-        kernel, run=fused_run, serial=fused_serial, parallel=True, dispatchers=simd_conv_dispatchers()
-    )
+    return CompiledKernel(kernel, run=call(par), serial=call(ser), parallel=True, dispatchers=simd_conv_dispatchers())
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -33,7 +33,20 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
-from compiler.codegen.cpu.simd import lanes_for, vadd, vbcast, vfma, vlanes, vload, vmax, vsplat, vstore, vsum, vzero
+from compiler.codegen.cpu.simd import (
+    lanes_for,
+    vadd,
+    vbcast,
+    vfma,
+    vlanes,
+    vload,
+    vmax,
+    vsplat,
+    vstore,
+    vstore_greater,
+    vsum,
+    vzero,
+)
 
 __all__ = [
     "TILE_CHANNELS",
@@ -176,14 +189,17 @@ def _pad_sample(xf, src, c, h, w, xp, plane, wp, ph, pw, y0, y1, x0, x1):  # noq
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow, bias, relu):  # noqa: ANN001, ANN202
+def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow, bias, relu, mf):  # noqa: ANN001, ANN202
     """The first ``ow`` of every ``wp`` positions of tile rows ``0 .. rows`` into ``of`` (rows, OH, OW) at
     ``dst``, plus ``bias[j]`` and then ReLU when ``relu`` (the fused epilogue: applied while the tile is in cache
-    rather than in another pass over the output). Explicit vectors: LLVM vectorises a loop 64 elements at a time
-    here and ran rows of 32 entirely in its scalar remainder (6.5 us per 8x32x32 tile instead of 0.6)."""
+    rather than in another pass over the output); a non-empty ``mf`` (boolean, laid out like ``of``) receives
+    ``value + bias > 0`` (the ReLU mask of a training step). Explicit vectors: LLVM vectorises a loop 64
+    elements at a time here and ran rows of 32 entirely in its scalar remainder (6.5 us per 8x32x32 tile
+    instead of 0.6)."""
     lanes = vlanes(sf)
     zero = vzero(sf)
     end = dst + rows * oh * ow
+    masked = mf.shape[0] > 0
     for j in range(rows):
         b = vsplat(zero, bias[j])
         for y in range(oh):
@@ -194,10 +210,14 @@ def _unpad_tile(sf, npx, wp, of, dst, rows, oh, ow, bias, relu):  # noqa: ANN001
             k = 0
             while k + lanes <= ow or (k < ow and d + k + lanes <= end):
                 v = vadd(vload(sf, s + k), b)
+                if masked:
+                    vstore_greater(mf, d + k, v, zero)
                 vstore(of, d + k, vmax(v, zero) if relu else v)
                 k += lanes
             for r in range(k, ow):
                 v1 = sf[s + r] + bias[j]
+                if masked:
+                    mf[d + r] = v1 > 0
                 of[d + r] = v1 if (v1 > 0 or v1 != v1) or not relu else 0
 
 
@@ -229,12 +249,13 @@ def _nan_max(a, b):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def _simd_conv_range(x, wt, out, dims, bias, relu, xws, sws, t0, t1):  # noqa: ANN001, ANN202
+def _simd_conv_range(x, wt, out, dims, bias, relu, mask, xws, sws, t0, t1):  # noqa: ANN001, ANN202
     """Chunks ``t0 .. t1`` of ``xws.shape[0]``: the chunk's share of the (sample, group, channel block) units of
     the stride-1 convolution ``x (N, C, H, W) -> (N, O, OH, OW)`` with packed weights ``wt`` and ``dims = (ph,
     pw, dh, dw, OH, OW, pool)`` (top/left padding, may be negative; dilation; output size), plus ``bias`` (O + 8
     values, zero past O) and then ReLU when ``relu``, written to ``out``, or when ``pool`` its 2x2 max pool (N,
-    O, OH//2, OW//2). ``xws[t]``/``sws[t]``: the chunk's padded input and tile workspaces (flat)."""
+    O, OH//2, OW//2); a non-empty boolean ``mask`` (like ``out``) receives ``conv + bias > 0``.
+    ``xws[t]``/``sws[t]``: the chunk's padded input and tile workspaces (flat)."""
     ph, pw, dh, dw, oh, ow, pool = dims
     n, c, h, w = x.shape
     groups, ncb, cg, kh, kw = wt.shape[0], wt.shape[1], wt.shape[2], wt.shape[3], wt.shape[4]
@@ -254,6 +275,7 @@ def _simd_conv_range(x, wt, out, dims, bias, relu, xws, sws, t0, t1):  # noqa: A
                 offs[(c_ * kh + a_) * kw + b_] = c_ * plane + a_ * dh * wp + b_ * dw
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    mf = mask.reshape(-1)
     units = n * groups * ncb
     nt = xws.shape[0]
     for t in range(t0, t1):
@@ -275,11 +297,11 @@ def _simd_conv_range(x, wt, out, dims, bias, relu, xws, sws, t0, t1):  # noqa: A
                 _unpad_pool_tile(sf, npx, wp, of, dst, min(8, og - cb * 8), oh, ow, bias[co0 : co0 + 8], relu)
             else:
                 dst = ((i * o_n) + co0) * oh * ow
-                _unpad_tile(sf, npx, wp, of, dst, min(8, og - cb * 8), oh, ow, bias[co0 : co0 + 8], relu)
+                _unpad_tile(sf, npx, wp, of, dst, min(8, og - cb * 8), oh, ow, bias[co0 : co0 + 8], relu, mf)
 
 
 _simd_conv_par, _simd_conv_ser = task_runners(
-    _simd_conv_range, lambda x, wt, out, dims, bias, relu, xws, sws: xws.shape[0]
+    _simd_conv_range, lambda x, wt, out, dims, bias, relu, mask, xws, sws: xws.shape[0]
 )
 
 
@@ -305,6 +327,23 @@ def simd_conv_efficiency(
     return eff
 
 
+_NO_MASK = np.empty((0, 0, 0, 0), np.bool_)
+
+
+class _Workspaces:
+    """Flat scratch arrays by name, kept by a runner across calls and regrown only when a call needs more (each
+    runner is one kernel of one compiled function, and a function runs one call at a time)."""
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, key: str, size: int, dtype: np.dtype) -> np.ndarray:
+        buf = self.arrays.get(key)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = self.arrays[key] = np.empty(size, dtype)
+        return buf
+
+
 def simd_conv_runners(
     pads: tuple[int, int, int, int],
     groups: int,
@@ -313,25 +352,25 @@ def simd_conv_runners(
     min_parallel_macs: int,
     pool_hi_pads: tuple[int, int] | None = None,
 ) -> tuple[Callable[..., None], Callable[..., None], list[object]]:
-    """``(run, serial, dispatchers)``: ``run(a, b, out, bias=None, relu=False)`` computing the convolution (``a`` =
-    x, ``b`` = w) or, when ``transposed``, its input gradient (``a`` = the output gradient, ``b`` = w, ``out`` =
-    dx) on C-contiguous arrays (1-d ones as 2-d with a unit height), plus a per-output-channel ``bias`` (any
-    shape of O values) and then ReLU when ``relu`` (a fused epilogue), split across the threads from
+    """``(run, serial, dispatchers)``: ``run(a, b, out, bias=None, relu=False, mask=None)`` computing the
+    convolution (``a`` = x, ``b`` = w) or, when ``transposed``, its input gradient (``a`` = the output gradient,
+    ``b`` = w, ``out`` = dx) on C-contiguous arrays (1-d ones as 2-d with a unit height), plus a
+    per-output-channel ``bias`` (any shape of O values) and then ReLU when ``relu`` (a fused epilogue; a boolean
+    ``mask`` like ``out`` receives ``conv + bias > 0``), split across the threads from
     ``min_parallel_macs`` multiply-adds (4x that for a batch smaller than the thread count); ``serial`` is the
     one-thread twin. ``pads`` = (ph, pw, dh, dw) of the forward op. With ``pool_hi_pads`` (the bottom/right
     padding), ``out`` receives the 2x2 max pool of the result instead (floor mode; forward only)."""
     ph, pw, dh, dw = pads
-    scratch: dict[str, np.ndarray] = {}
-
-    def buffer(key: str, size: int, dtype: np.dtype) -> np.ndarray:
-        buf = scratch.get(key)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = scratch[key] = np.empty(size, dtype)
-        return buf
+    buffer = _Workspaces()
 
     def make(parallel: bool) -> Callable[..., None]:
         def run(
-            a: np.ndarray, b: np.ndarray, out: np.ndarray, bias: np.ndarray | None = None, relu: bool = False
+            a: np.ndarray,
+            b: np.ndarray,
+            out: np.ndarray,
+            bias: np.ndarray | None = None,
+            relu: bool = False,
+            mask: np.ndarray | None = None,
         ) -> None:
             a = np.ascontiguousarray(a)
             b = np.ascontiguousarray(b)
@@ -376,13 +415,18 @@ def simd_conv_runners(
             sws = buffer("s", nt * ssize, a.dtype)[: nt * ssize].reshape(nt, ssize)
             if out.size == 0:
                 return
+            if nsp == 1 and mask is not None:
+                mask = mask[:, :, None, :]
             if a.shape[0] == 0 or a.shape[1] == 0:  # no input channels: the bias alone
                 out[...] = bvec[:o_n].reshape(o_n, 1, 1)
+                if mask is not None:
+                    np.greater(out, 0, out=mask)
                 if relu:
                     np.maximum(out, 0, out=out)
                 return
             dims = (*p, oh, ow, int(pool_hi_pads is not None))
-            (_simd_conv_par if nt > 1 else _simd_conv_ser)(a, wt, out, dims, bvec, relu, xws, sws)
+            m = _NO_MASK if mask is None else mask
+            (_simd_conv_par if nt > 1 else _simd_conv_ser)(a, wt, out, dims, bvec, relu, m, xws, sws)
 
         return run
 
@@ -557,13 +601,7 @@ def simd_grad_weight_runners(
     """``(run, serial, dispatchers)``: ``run(x, g, dw)``, the weight gradient of the stride-1 convolution with
     ``pads`` = (ph, pw, dh, dw), samples split across the threads from ``min_parallel_macs`` multiply-adds."""
     ph, pw, dh, dw_ = pads
-    scratch: dict[str, np.ndarray] = {}
-
-    def buffer(key: str, size: int, dtype: np.dtype) -> np.ndarray:
-        buf = scratch.get(key)
-        if buf is None or buf.size < size or buf.dtype != dtype:
-            buf = scratch[key] = np.empty(size, dtype)
-        return buf
+    buffer = _Workspaces()
 
     def make(parallel: bool) -> Callable[..., None]:
         def run(x: np.ndarray, g: np.ndarray, dw: np.ndarray) -> None:

@@ -746,9 +746,10 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
 def simd_conv_with_epilogue(
     node: Tensor, relu: bool, pool: bool = False
 ) -> tuple[Callable[..., None], Callable[..., None]]:
-    """``(run, serial)``, each ``run(x, w, out, bias)``: the SIMD forward convolution ``node`` plus a per-channel
-    ``bias`` (or None) and, when ``relu``, ReLU, and when ``pool`` a 2x2 max pool (``out`` is then the pooled
-    array), all applied in the kernel's store (see :func:`compiler.codegen.cpu.conv_epilogue_spec`)."""
+    """``(run, serial)``, each ``run(x, w, out, bias, mask)``: the SIMD forward convolution ``node`` plus a
+    per-channel ``bias`` (or None) and, when ``relu``, ReLU, and when ``pool`` a 2x2 max pool (``out`` is then
+    the pooled array), all applied in the kernel's store, with ``mask`` (a boolean array, or None) receiving
+    ``conv + bias > 0`` (see :func:`compiler.codegen.cpu.conv_epilogue_spec`)."""
     op = node.op
     geom = _conv_geom(op)
     hi = (op.padding[0][1], op.padding[1][1]) if pool else None
@@ -756,8 +757,8 @@ def simd_conv_with_epilogue(
         (geom[2], geom[3], geom[4], geom[5]), op.groups, False, len(op.stride), PARALLEL_MIN_CONV_MACS, hi
     )
     return (
-        lambda x, w, out, bias: run(x, w, out, bias, relu),
-        lambda x, w, out, bias: serial(x, w, out, bias, relu),
+        lambda x, w, out, bias, mask: run(x, w, out, bias, relu, mask),
+        lambda x, w, out, bias, mask: serial(x, w, out, bias, relu, mask),
     )
 
 

@@ -206,6 +206,25 @@ vmax = _binary(
 
 
 @intrinsic
+def vstore_greater(typingctx: Any, arr: types.Type, idx: types.Type, a: types.Type, b: types.Type) -> Any:
+    """``arr.flat[idx : idx + lanes] = a > b`` per lane into a boolean array (False where either is NaN, as
+    ``np.greater``; unchecked)."""
+    if not isinstance(arr, types.Array) or arr.dtype != types.boolean:
+        raise TypingError(f"vstore_greater: expected a boolean array, got {arr}")
+    if not isinstance(a, Vec) or a != b:
+        raise TypingError(f"vstore_greater: expected two vectors of one kind, got {a} and {b}")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        bits = builder.fcmp_ordered(">", args[2], args[3])
+        byte_vec = ir.VectorType(ir.IntType(8), a.lanes)
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        builder.store(builder.zext(bits, byte_vec), builder.bitcast(ptr, byte_vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, a, b), codegen
+
+
+@intrinsic
 def vfma(typingctx: Any, a: types.Type, b: types.Type, c: types.Type) -> Any:
     """``a * b + c`` per lane, fused (one rounding)."""
     if not isinstance(a, Vec) or not (a == b == c):
