@@ -27,6 +27,41 @@ def median_time(fn: Callable[[], object], repeat: int = 20, warmup: int = 3, pas
     return statistics.median(results)
 
 
+#: seconds between two timed passes of :func:`interleaved_times`, and the least duration of one pass
+PAUSE_S = 0.05
+MIN_PASS_S = 0.1
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], object]], repeat: int = 20, warmup: int = 3, passes: int = 5
+) -> dict[str, float]:
+    """Per name, the median over ``passes`` of the mean time of ``repeat`` calls (more for short calls: a pass
+    lasts at least ``MIN_PASS_S``) in seconds, the workloads taking
+    turns pass by pass (in a rotating order), so that a slow phase of this shared VM falls on all of them alike
+    rather than on whichever ran first. Each pass starts after a pause of ``PAUSE_S``: PyTorch's OpenMP threads
+    and ONNX Runtime's pool spin for a while after their own calls, and on two cores that would slow whatever
+    runs next."""
+    counts = {}
+    for k, fn in fns.items():
+        for _ in range(warmup):
+            fn()
+        t0 = time.perf_counter()
+        fn()
+        # a pass lasts at least MIN_PASS_S: short steps would otherwise be timed mostly just after the pause
+        counts[k] = max(repeat, min(5000, int(MIN_PASS_S / max(time.perf_counter() - t0, 1e-7))))
+    names = list(fns)
+    results: dict[str, list[float]] = {k: [] for k in names}
+    for p in range(passes):
+        for k in names[p % len(names) :] + names[: p % len(names)]:
+            fn = fns[k]
+            time.sleep(PAUSE_S)
+            t0 = time.perf_counter()
+            for _ in range(counts[k]):
+                fn()
+            results[k].append((time.perf_counter() - t0) / counts[k])
+    return {k: statistics.median(v) for k, v in results.items()}
+
+
 def torch_or_none():  # noqa: ANN201 - optional module
     try:
         import torch

@@ -5,7 +5,8 @@
 PyTorch eager (``pip install torch==2.13.0``, CPU build) is the baseline when installed (skipped otherwise);
 ONNX Runtime (``pip install onnx onnxruntime``) too, for the conv-BN-ReLU inference net; NumPy baselines always
 run. Every library gets the same thread count (``SYMDL_BENCH_THREADS``, default 2).
-Prints a Markdown table: the median of three passes of ``repeat`` calls each, and symdl / baseline ratios.
+Prints a Markdown table: per workload, symdl and its baselines take turns for five passes of ``repeat`` calls
+each (:func:`common.interleaved_times`); the medians, and symdl / baseline ratios.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import numpy as np  # noqa: E402
 from common import (  # noqa: E402
     conv_bn_relu_net,
     elementwise_chain,
+    interleaved_times,
     lenet_step,
-    median_time,
     mlp_step,
     torch_or_none,
 )
@@ -63,8 +64,11 @@ def main() -> None:
         ("MLP 64-128-128-10, batch 32, Adam step", (64, 128, 128, 10), 32, "≤ 0.25× torch"),
     ):
         f, data = mlp_step(sizes, batch, args.target)
-        ours = median_time(lambda f=f, data=data: f(*data), rep)
-        base = {"torch": median_time(tb.mlp_step(torch, sizes, batch), rep)} if torch else {}
+        fns = {"symdl": lambda f=f, data=data: f(*data)}
+        if torch:
+            fns["torch"] = tb.mlp_step(torch, sizes, batch)
+        base = interleaved_times(fns, rep)
+        ours = base.pop("symdl")
         print(row(name, goal, ours, base))
         if batch == 128 and f.lowered is not None:
             mem = f.memory_report()
@@ -74,27 +78,34 @@ def main() -> None:
             )
 
     f, data = lenet_step(64, args.target)
-    ours = median_time(lambda: f(*data), rep)
-    base = {"torch": median_time(tb.lenet_step(torch, 64), rep)} if torch else {}
+    fns = {"symdl": lambda: f(*data)}
+    if torch:
+        fns["torch"] = tb.lenet_step(torch, 64)
+    base = interleaved_times(fns, rep)
+    ours = base.pop("symdl")
     print(row("LeNet-5, batch 64, SGD-momentum step", "≤ 1.0× torch", ours, base))
 
     x = np.random.default_rng(0).normal(size=(4 * 1024 * 1024,)).astype(np.float32)
     xs = sd.placeholder((None,), name="x")
     f = sd.compile([xs], [elementwise_chain(xs)], target=args.target)
     few = max(rep // 4, 3)
-    ours = median_time(lambda: f(x), few)
-    base = {"numpy": median_time(lambda: np.tanh(x * 1.5 + 0.5) * np.exp(-(x * x)) + x, few)}
+    fns = {"symdl": lambda: f(x), "numpy": lambda: np.tanh(x * 1.5 + 0.5) * np.exp(-(x * x)) + x}
     if torch:
-        base["torch"] = median_time(tb.elementwise_chain(torch, x), few)
+        fns["torch"] = tb.elementwise_chain(torch, x)
+    base = interleaved_times(fns, few)
+    ours = base.pop("symdl")
     print(row("8-op elementwise chain (exp, tanh), 4M float32", "≤ 1.5× JAX; ≥ 5× faster than NumPy", ours, base))
 
     for batch, goal in ((1, "≤ 1.0× torch"), (64, "≤ 1.0× ONNX Runtime")):
         f, data = conv_bn_relu_net(args.target, batch)
-        ours = median_time(lambda f=f, data=data: f(*data), rep)
-        base = {"torch": median_time(tb.conv_bn_relu_net(torch, batch), rep)} if torch else {}
+        fns = {"symdl": lambda f=f, data=data: f(*data)}
+        if torch:
+            fns["torch"] = tb.conv_bn_relu_net(torch, batch)
         ort_run = conv_bn_relu_net_ort(batch)
         if ort_run is not None:
-            base["ort"] = median_time(ort_run, rep)
+            fns["ort"] = ort_run
+        base = interleaved_times(fns, rep)
+        ours = base.pop("symdl")
         print(row(f"conv-BN-ReLU net inference (BN folded), batch {batch}", goal, ours, base))
     if args.target != "reference":
         print(f"\nMLP 784-512-512-10 train step memory: {peak_note}")
