@@ -563,12 +563,23 @@ def _logsumexp(node: Tensor) -> LibraryImpl:
 # ====================================================================================================
 
 
+@numba.njit(cache=True, nogil=True)
+def _all_in_range(flat: np.ndarray, n: int) -> bool:
+    """Whether every entry of ``flat`` lies in ``[0, n)`` (one pass; two NumPy reductions cost 6-8 us on the
+    small label arrays of a training step, a fifth of a small MLP's whole Adam step)."""
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        if v < 0 or v >= n:
+            return False
+    return True
+
+
 def _check_indices(idx: np.ndarray, n: int, noun: str, unit: str, ignore_index: int | None) -> None:
-    """Cheap min/max range check; on failure defer to the op module's checker, which names the first bad entry
-    (and accepts entries equal to ``ignore_index``)."""
+    """Cheap range check; on failure defer to the op module's checker, which names the first bad entry (and
+    accepts entries equal to ``ignore_index``)."""
     if idx.size == 0:
         return
-    if idx.min() < 0 or idx.max() >= n:
+    if not _all_in_range(idx.reshape(-1) if idx.flags.c_contiguous else idx.ravel(), n):
         _check_range(idx, n, noun, unit, ignore_index)
 
 
@@ -806,7 +817,7 @@ def _class_scatter_runner(
         if n == 0 or idx.size == 0:
             out.fill(0)
             return
-        g2 = _c(np.broadcast_to(g, idx.shape)).reshape(o, k)
+        g2 = (_c(g) if g.shape == idx.shape else _c(np.broadcast_to(g, idx.shape))).reshape(o, k)
         par = parallel if parallel is not None else (out.size >= PARALLEL_MIN_SIZE and _threads() > 1)
         fn = par_fn if par else ser_fn
         if reads_ref:
