@@ -1,4 +1,5 @@
-"""Direct stride-1 convolution with a register-blocked SIMD micro-kernel: the forward pass and the input gradient.
+"""Direct stride-1 convolution with register-blocked SIMD micro-kernels: the forward pass (with its epilogue), the
+input gradient and the weight gradient.
 
 The layout trick: each sample's input is copied once into a zero-padded workspace ``xp`` (C, Hp, Wp), stored
 flat. For a stride-1 convolution, output pixel ``(y, x)`` then reads ``xp[c, y + a*dh, x + b*dw]``, and over the
@@ -6,10 +7,12 @@ flat. For a stride-1 convolution, output pixel ``(y, x)`` then reads ``xp[c, y +
 xp_flat[c*Hp*Wp + a*dh*Wp + b*dw + p]``. So an output tile of 8 channels x 2 vectors of consecutive flat
 positions (32 float32 values) accumulates in 16 vector registers over all taps, each step one pair of vector
 loads, 8 weight broadcasts and 16 fused multiply-adds (:func:`_tile_rows`): no im2col matrix, no BLAS call,
-and close to the core's peak (96-117 GFLOP/s on one core of the 2-core AVX-512 benchmark machine, against 55
-for im2col + OpenBLAS on the same layer). Without AVX-512 the vectors are 256 bits wide (:mod:`simd`). The
+and at the core's FMA peak (113 GFLOP/s on one core of the 2-core AVX-512 benchmark machine, against 55-65 for
+OpenBLAS's im2col GEMMs on the same layer). Without AVX-512 the vectors are 256 bits wide (:mod:`simd`). The
 positions ``x >= OW`` of each padded row are computed and dropped when the tile is copied out (waste
-``(kw-1)*dw / Wp``).
+``(kw-1)*dw / Wp``). The copy-out is where the epilogue runs, on the tile while it is in L1: a per-channel bias,
+ReLU, the ReLU mask a training step keeps, or (inference) a 2x2 max pool, so the full-size output need never
+be stored (:func:`compiler.codegen.cpu.conv_epilogue_spec` says which kernels qualify).
 
 The input gradient of a stride-1 convolution is the same kernel: a convolution of the output gradient with
 the weights flipped in space and transposed per group (input channels become output channels), padded by
