@@ -6,7 +6,7 @@ reads it back. When the convolution runs the CPU target's SIMD kernel, the tile 
 channels x whole output planes, in L1) can be pooled as it is stored, so the full-resolution activation is
 never written at all: :func:`fuse_conv_pool` merges the two kernels into one ``"epilogue"`` kernel whose members
 end in the pool (:func:`compiler.codegen.cpu.conv_epilogue_spec` says which chains qualify; the emitter is
-``compiler.codegen.cpu._conv_bias_relu``).
+``compiler.codegen.cpu._fused_conv_epilogue``).
 
 It applies only where nothing else needs the activation: it is read by the pool alone and is no program output
 (so never in training, where the ReLU mask and the pooling indices read it). Switch: ``compile(...,

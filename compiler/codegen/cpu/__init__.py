@@ -72,7 +72,7 @@ def library_impl(node: Tensor) -> library.LibraryImpl:
 def _build_epilogue(kernel: Kernel) -> CompiledKernel:
     from compiler.fusion import REDUCTION_OPS
 
-    fused = _conv_bias_relu(kernel)
+    fused = _fused_conv_epilogue(kernel)
     if fused is not None:
         return fused
     split = split_epilogue(kernel, REDUCTION_OPS)
@@ -163,7 +163,7 @@ def _is_positive_mask(node: Tensor, pre: Tensor) -> bool:
     )
 
 
-def _conv_bias_relu(kernel: Kernel) -> CompiledKernel | None:
+def _fused_conv_epilogue(kernel: Kernel) -> CompiledKernel | None:
     """An epilogue kernel matching :func:`conv_epilogue_spec` as one SIMD convolution with the bias, ReLU, mask
     and pooling applied to each tile before it is stored, instead of a generated loop making a second pass over
     the output (and a pooling kernel a third); None for any other kernel."""

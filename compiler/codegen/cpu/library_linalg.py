@@ -711,26 +711,10 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
         raise NotImplementedError(f"cpu {op.name}: only 1-d and 2-d convolutions are supported, got {nsp}-d")
     if algo == "simd" and any(st != 1 for st in op.stride):
         raise ValueError(f"cpu {op.name}: the simd algorithm runs stride-1 convolutions only, got stride {op.stride}")
+    if algo == "simd":
+        return _simd_impl(op, nsp)
     par, ser = CONV_ALGOS[(type(op), algo)]
     geom = _conv_geom(op)
-    if algo == "simd" and isinstance(op, ConvGradWeight):  # run(x, g, w_ref, out)
-        run, serial, kernels = simd_grad_weight_runners(
-            (geom[2], geom[3], geom[4], geom[5]), op.groups, nsp, PARALLEL_MIN_CONV_MACS
-        )
-        return LibraryImpl(
-            lambda x, g, _w, out: run(x, g, out), kernels, parallel=True, serial=lambda x, g, _w, out: serial(x, g, out)
-        )
-    if algo == "simd":
-        run, serial, kernels = simd_conv_runners(
-            (geom[2], geom[3], geom[4], geom[5]), op.groups, isinstance(op, ConvGradInput), nsp, PARALLEL_MIN_CONV_MACS
-        )
-        if isinstance(op, ConvGradInput):  # run(g, w, x_ref, out): the reference input only gives dx's shape
-
-            def run_gi(g: np.ndarray, w: np.ndarray, _x: np.ndarray, out: np.ndarray, fn: Callable = run) -> None:
-                fn(g, w, out)
-
-            return LibraryImpl(run_gi, kernels, parallel=True, serial=lambda g, w, _x, out: serial(g, w, out))
-        return LibraryImpl(run, kernels, parallel=True, serial=serial)
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
     dispatchers = list(par.dispatchers)
     if par is _conv_im2col_par:  # the small-batch path (see _wrap_conv) calls these from Python
@@ -741,6 +725,27 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
         parallel=True,
         serial=_wrap_conv(ser, ser, geom, op.groups, nsp, ws_shape, _CONV_MACS[type(op)]),
     )
+
+
+def _simd_impl(op: Conv | ConvGradInput | ConvGradWeight, nsp: int) -> LibraryImpl:
+    """The SIMD kernels (:mod:`compiler.codegen.cpu.conv_simd`) behind the op's ``run(a, b, [ref,] out)``."""
+    geom = _conv_geom(op)
+    pads = (geom[2], geom[3], geom[4], geom[5])
+    if isinstance(op, ConvGradWeight):  # run(x, g, w_ref, out): the reference weight only gives dw's shape
+        run, serial, kernels = simd_grad_weight_runners(pads, op.groups, nsp, PARALLEL_MIN_CONV_MACS)
+
+        def adapt(fn: Callable[..., None]) -> Callable[..., None]:
+            return lambda x, g, _w, out: fn(x, g, out)
+
+    else:
+        transposed = isinstance(op, ConvGradInput)
+        run, serial, kernels = simd_conv_runners(pads, op.groups, transposed, nsp, PARALLEL_MIN_CONV_MACS)
+
+        def adapt(fn: Callable[..., None]) -> Callable[..., None]:
+            # the input gradient's run(g, w, x_ref, out): the reference input only gives dx's shape
+            return (lambda g, w, _x, out: fn(g, w, out)) if transposed else (lambda x, w, out: fn(x, w, out))
+
+    return LibraryImpl(adapt(run), kernels, parallel=True, serial=adapt(serial))
 
 
 def simd_conv_with_epilogue(
