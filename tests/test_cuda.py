@@ -702,63 +702,6 @@ def test_one_hot_fill_like_and_label_range(rng):
         _cuda([y], [sd.one_hot(y)])
 
 
-def _count_launches(monkeypatch):
-    """Count device kernel launches (``kernel[grid, block](...)`` of non-device functions) under the simulator."""
-    from numba.cuda.simulator import kernel as sim_kernel
-
-    count = [0]
-    original = sim_kernel.FakeCUDAKernel.__call__
-
-    def counting(self, *args):
-        count[0] += not self._device
-        return original(self, *args)
-
-    monkeypatch.setattr(sim_kernel.FakeCUDAKernel, "__call__", counting)
-    return count
-
-
-def _lenet_like(target, seed=3):
-    """The LeNet-5 step of benchmarks/common.py (conv5-pad2, relu, pool, conv5, relu, pool, three linear layers,
-    cross-entropy, SGD momentum 0.9) on a 12x12 input so that the simulator stays fast."""
-    from benchmarks.common import kaiming_uniform, sgd_momentum_updates
-
-    rng = np.random.default_rng(seed)
-    x = sd.placeholder((None, 1, 12, 12), name="x")
-    y = sd.placeholder((None,), "int64", name="y")
-    params = [
-        sd.parameter(kaiming_uniform(rng, (6, 1, 5, 5), 25), name="c1.w"),
-        sd.parameter(kaiming_uniform(rng, (6,), 25), name="c1.b"),
-        sd.parameter(kaiming_uniform(rng, (16, 6, 5, 5), 150), name="c2.w"),
-        sd.parameter(kaiming_uniform(rng, (16,), 150), name="c2.b"),
-    ]
-    for i, (a, b) in enumerate([(16, 12), (12, 8), (8, 10)]):
-        params += [sd.parameter(kaiming_uniform(rng, (a, b), a), name=f"fc{i}.w")]
-        params += [sd.parameter(kaiming_uniform(rng, (b,), a), name=f"fc{i}.b")]
-    h = sd.max_pool2d(sd.relu(sd.conv2d(x, params[0], params[1], padding=2)), 2)
-    h = sd.flatten(sd.max_pool2d(sd.relu(sd.conv2d(h, params[2], params[3])), 2), 1)
-    h = sd.relu(h @ params[4] + params[5])
-    h = sd.relu(h @ params[6] + params[7])
-    loss = sd.cross_entropy(h @ params[8] + params[9], y)
-    updates = sgd_momentum_updates(params, sd.grad(loss, params), 0.01, 0.9)
-    f = sd.compile([x, y], [loss], updates=updates, target=target, warmup=False)
-    return f, params, [rng.normal(size=(2, 1, 12, 12)).astype(np.float32), rng.integers(0, 10, 2)]
-
-
-def test_lenet5_sgd_momentum_steps_match_reference(monkeypatch):
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-    f_ref, ref_params, data = _lenet_like("reference")
-    want = [f_ref(*data)[0] for _ in range(2)]
-    f, params, data = _lenet_like("cuda")
-    got = [f(*data)[0]]
-    launches = _count_launches(monkeypatch) if cuda_device.is_simulator() else [0]
-    got.append(f(*data)[0])
-    print(f"LeNet-5 cuda step: {len(f.plan.steps)} plan kernels, {launches[0]} device launches")
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    for p, w in zip(params, ref_params):
-        np.testing.assert_allclose(p.value, w.value, rtol=1e-4, atol=1e-5, err_msg=p.name)
-    assert launches[0] >= len(f.plan.steps) - sum(s.kind == "view" for s in f.plan.steps) or not launches[0]
-
-
 # ----------------------------------------------------------------------------------------------------
 # validate=True: every cuda kernel against the cpu kernel of the same fused group
 # ----------------------------------------------------------------------------------------------------

@@ -42,10 +42,31 @@ from test_cuda import _fast_thread_switching  # noqa: E402, F401 - the same auto
 
 
 def _lenet(target, seed=3):
-    """The reduced LeNet-5 SGD-momentum step shared with tests/test_cuda.py."""
-    from test_cuda import _lenet_like
+    """The LeNet-5 step of benchmarks/common.py (conv5-pad2, relu, pool, conv5, relu, pool, three linear layers,
+    cross-entropy, SGD momentum 0.9) on a 12x12 input so that the simulator stays fast."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+    from benchmarks.common import kaiming_uniform, sgd_momentum_updates
 
-    return _lenet_like(target, seed)
+    rng = np.random.default_rng(seed)
+    x = sd.placeholder((None, 1, 12, 12), name="x")
+    y = sd.placeholder((None,), "int64", name="y")
+    params = [
+        sd.parameter(kaiming_uniform(rng, (6, 1, 5, 5), 25), name="c1.w"),
+        sd.parameter(kaiming_uniform(rng, (6,), 25), name="c1.b"),
+        sd.parameter(kaiming_uniform(rng, (16, 6, 5, 5), 150), name="c2.w"),
+        sd.parameter(kaiming_uniform(rng, (16,), 150), name="c2.b"),
+    ]
+    for i, (a, b) in enumerate([(16, 12), (12, 8), (8, 10)]):
+        params += [sd.parameter(kaiming_uniform(rng, (a, b), a), name=f"fc{i}.w")]
+        params += [sd.parameter(kaiming_uniform(rng, (b,), a), name=f"fc{i}.b")]
+    h = sd.max_pool2d(sd.relu(sd.conv2d(x, params[0], params[1], padding=2)), 2)
+    h = sd.flatten(sd.max_pool2d(sd.relu(sd.conv2d(h, params[2], params[3])), 2), 1)
+    h = sd.relu(h @ params[4] + params[5])
+    h = sd.relu(h @ params[6] + params[7])
+    loss = sd.cross_entropy(h @ params[8] + params[9], y)
+    updates = sgd_momentum_updates(params, sd.grad(loss, params), 0.01, 0.9)
+    f = sd.compile([x, y], [loss], updates=updates, target=target, warmup=False)
+    return f, params, [rng.normal(size=(2, 1, 12, 12)).astype(np.float32), rng.integers(0, 10, 2)]
 
 
 @pytest.fixture(scope="module")
