@@ -1,6 +1,7 @@
 """Exported-model figures: latency of the loaded model vs the in-process compiled eval function (they should be
 equal: same kernels) and vs PyTorch eager with BatchNorm folded (optional), at batch 1 and 64; load time of the
-model file cold (empty kernel caches, a fresh process) and warm (a fresh process, caches filled).
+model file cold (empty kernel caches, a fresh process) and warm (a fresh process, caches filled). The three
+timings take turns (``common.interleaved_times``).
 
     python benchmarks/bench_export.py
 
@@ -17,7 +18,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import THREADS, conv_bn_relu_net, median_time, torch_or_none  # noqa: E402
+from common import THREADS, conv_bn_relu_net, interleaved_times, torch_or_none  # noqa: E402
 
 LOAD_CHILD = r"""
 import json, sys, time
@@ -47,14 +48,16 @@ def main() -> None:
             if batch == 1:
                 f.export(path)
             g = symdl.load(path)
-            t_f = median_time(lambda f=f, x=x: f(x), repeat=50 if batch == 1 else 10)
-            t_g = median_time(lambda g=g, x=x: g(x), repeat=50 if batch == 1 else 10)
-            cells = [f"batch {batch}", f"{t_g * 1e3:.3f} ms", f"{t_f * 1e3:.3f} ms", f"{t_g / t_f:.2f}×"]
+            fns = {"in-process": lambda f=f, x=x: f(x), "loaded": lambda g=g, x=x: g(x)}
             if torch is not None:
                 from torch_baselines import conv_bn_relu_net as torch_net
 
-                t_t = median_time(torch_net(torch, batch), repeat=50 if batch == 1 else 10)
-                cells += [f"{t_t * 1e3:.3f} ms", f"{t_g / t_t:.2f}×"]
+                fns["torch"] = torch_net(torch, batch)
+            times = interleaved_times(fns, repeat=50 if batch == 1 else 10)
+            t_f, t_g = times["in-process"], times["loaded"]
+            cells = [f"batch {batch}", f"{t_g * 1e3:.3f} ms", f"{t_f * 1e3:.3f} ms", f"{t_g / t_f:.2f}×"]
+            if torch is not None:
+                cells += [f"{times['torch'] * 1e3:.3f} ms", f"{t_g / times['torch']:.2f}×"]
             else:
                 cells += ["(torch not installed)", "-"]
             rows.append("| " + " | ".join(cells) + " |")
