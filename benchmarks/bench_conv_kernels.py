@@ -2,7 +2,8 @@
 (stride 1 only), on LeNet's layers and a few others.
 
 Run: ``python benchmarks/bench_conv_kernels.py [--batch 64] [--repeat 30] [--dtype float32]``. Prints, per layer
-and op, the median time of each algorithm's parallel ``run`` (and the NumPy reference ``perform``), then the
+and op, the median time of each algorithm's parallel ``run`` (and the NumPy reference ``perform``) and the
+fastest one's GFLOP/s, then the
 per-call Python overhead of ``run`` (the wrapper around the compiled kernel) on a tiny input. Not run by tests.
 """
 
@@ -68,7 +69,7 @@ def main() -> None:
     print(
         f"{'layer':30s} {'op':12s} "
         + " ".join(f"{a + ' ms':>10s}" for a in algos)
-        + f" {'numpy ms':>10s}  faster / default"
+        + f" {'numpy ms':>10s} {'GFLOP/s':>8s}  faster / default"
     )
     for name, cfg in LAYERS.items():
         for op, node, arrays, out_shape in layer_cases(cfg, args.batch, args.dtype, rng):
@@ -83,7 +84,9 @@ def main() -> None:
             ms["numpy"] = 1e3 * median_time(node.op.perform, max(3, args.repeat // 5), *arrays)
             best = min((a for a in algos if ms[a] == ms[a]), key=ms.get)
             cells = " ".join(f"{ms[a]:10.3f}" for a in algos)
-            print(f"{name:30s} {op:12s} {cells} {ms['numpy']:10.3f}  {best} / {L.default_conv_algo(node)}")
+            gflops = 2 * L._CONV_MACS[type(node.op)](arrays[0], arrays[1], out) / ms[best] / 1e6  # the fastest's
+            default = L.default_conv_algo(node)
+            print(f"{name:30s} {op:12s} {cells} {ms['numpy']:10.3f} {gflops:8.1f}  {best} / {default}")
 
     # Python overhead of run: the same tiny call through run and straight into the compiled kernel
     _, node, arrays, out_shape = layer_cases(LAYERS["lenet-conv2 6->16 5x5 14x14"], 1, args.dtype, rng)[0]
