@@ -302,3 +302,29 @@ def test_max_pool_stays_separate_where_it_must(case):
         f = sd.compile([x], outs, mode="eval", target="cpu")
     assert not any(line.startswith("fuse_pooling:") for line in f.lowered.fusion_log)
     assert any(ck.kernel.name.endswith("_max_pool") for ck in f.lowered.compiled)
+
+
+def test_training_conv_epilogue_with_relu_mask_runs_inside_the_simd_kernel():
+    """In a training step the conv -> bias -> relu kernel also outputs the ReLU mask (pre-activation > 0) for
+    the backward pass; the SIMD convolution writes both in its store. Three SGD steps match the reference."""
+    rng = np.random.default_rng(6)
+    x = sd.placeholder((None, 2, None, None), name="x")
+    w = sd.parameter((0.4 * rng.standard_normal((8, 2, 3, 3))).astype(np.float32), name="w")
+    b = sd.parameter((0.1 * rng.standard_normal(8)).astype(np.float32), name="b")
+    h = sd.max_pool2d(sd.relu(sd.conv2d(x, w, b, padding=1)), 2)
+    loss = sd.mean(h * h)
+    gw, gb = sd.grad(loss, [w, b])
+    updates = {w: w - 0.5 * gw, b: b - 0.5 * gb}
+    xs = rng.standard_normal((4, 2, 10, 9)).astype(np.float32)
+    start = (w.value.copy(), b.value.copy())
+    results = []
+    for target in ("cpu", "reference"):
+        w.value, b.value = start[0].copy(), start[1].copy()
+        f = sd.compile([x], [loss], updates=updates, target=target)
+        if target == "cpu":
+            fused = [ck for ck in f.lowered.compiled if ck.kernel.name.endswith("conv+add+relu+greater")]
+            assert fused and fused[0].source is None  # no generated epilogue loop: the mask comes from the store
+        results.append([float(f(xs)[0]) for _ in range(3)] + [w.value.copy(), b.value.copy()])
+    np.testing.assert_allclose(results[0][:3], results[1][:3], rtol=1e-4)
+    for got, ref in zip(results[0][3:], results[1][3:]):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-6)
