@@ -115,7 +115,8 @@ def test_one_compiled_function_serves_serial_and_parallel_runs():
     y = (sd.sigmoid(x) * 3.0).sum(axis=1)
     f = sd.compile([x], [y], target="cpu", warmup="small")
     before = dispatcher_stats(f.lowered.compiled)
-    assert [getattr(d, "__name__", "") for d in f.lowered.compiled[0].dispatchers] == ["kernel_range", "combine"]
+    names = [getattr(d, "__name__", "") for d in f.lowered.compiled[0].dispatchers]
+    assert names == ["kernel_range", "combine", "kernel_call"]  # kernel_call: the serial call in one dispatch
     xs = np.random.default_rng(5).standard_normal((2048, 48)).astype(np.float32)  # 98304 elements: parallel
     np.testing.assert_allclose(f(xs)[0], (3 / (1 + np.exp(-xs))).sum(1), rtol=1e-5)
     assert dispatcher_stats(f.lowered.compiled) == before
