@@ -98,3 +98,60 @@ def test_task_runners_run_the_same_compiled_function(threads):
     par(a, np.zeros(9, np.int64), 0)
     ser(b, np.zeros(9, np.int64), 0)
     np.testing.assert_array_equal(a, b)
+
+
+def test_spin_waits_see_a_change_and_give_up_after_their_budget():
+    """The native spin-waits behind the pool's hand-offs (compiler/codegen/cpu/spin.py)."""
+    from compiler.codegen.cpu.spin import spin_until_all_equal, spin_until_changed
+
+    counters = np.array([4, 7], np.int64)
+    assert spin_until_changed(counters, 1, 5, 10**12) == 7  # already different: returns at once
+    assert spin_until_changed(counters, 0, 4, 1000) == 4  # never changes: gives up
+    assert spin_until_all_equal(counters, np.array([4, 7], np.int64), 2, 1000)
+    assert not spin_until_all_equal(counters, np.array([4, 8], np.int64), 2, 1000)
+    assert spin_until_all_equal(counters, np.array([4, 8], np.int64), 1, 1000)  # only the first n compared
+
+    def bump() -> None:
+        import time
+
+        time.sleep(0.02)
+        counters[0] = 5  # a plain store from another thread ends the spin
+
+    t = threading.Thread(target=bump)
+    t.start()
+    assert spin_until_changed(counters, 0, 4, 10**13) == 5
+    t.join()
+
+
+@pytest.mark.parametrize("n_threads", [2, 3])
+def test_pool_hands_off_both_while_spinning_and_after_its_workers_sleep(threads, n_threads):
+    """Back-to-back calls find the workers spinning; after a pause longer than the spin budget they have gone to
+    sleep on their semaphores and must be woken. Every task runs exactly once either way."""
+    import time
+
+    P.set_num_threads(n_threads)
+    hits = np.zeros(30, np.int64)
+    owner = np.zeros(30, np.int64)
+    for k in range(40):
+        P.parallel_for(_mark, (hits, owner, k), 30)
+        if k % 8 == 7:
+            time.sleep(0.01)  # >> SPIN_TICKS: the workers block
+    np.testing.assert_array_equal(hits, np.full(30, 40))
+    pool = P._get_pool(n_threads)
+    assert (pool.finished[: n_threads - 1] == pool.posted[: n_threads - 1]).all()
+
+
+def test_a_closed_pool_lets_its_workers_exit(threads):
+    P.set_num_threads(3)
+    P.parallel_for(_mark, (np.zeros(3, np.int64), np.zeros(3, np.int64), 1), 3)
+    before = {t.name for t in threading.enumerate() if t.name.startswith("symdl-cpu-")}
+    assert len(before) >= 2
+    P.set_num_threads(2)  # closes the 3-thread pool
+    import time
+
+    deadline = time.time() + 5
+    while time.time() < deadline and sum(t.name in before for t in threading.enumerate()) > 0:
+        time.sleep(0.01)
+    P.parallel_for(_mark, (np.zeros(2, np.int64), np.zeros(2, np.int64), 1), 2)
+    workers = [t for t in threading.enumerate() if t.name.startswith("symdl-cpu-") and t.is_alive()]
+    assert len(workers) == 1  # the old pool's two workers are gone, the new pool has one

@@ -54,24 +54,45 @@ def set_num_threads(n: int) -> None:
 
 
 class _Pool:
-    """``size - 1`` daemon workers, each with its own wake-up semaphore; one shared completion semaphore."""
+    """``size - 1`` daemon workers. Hand-offs spin first (:mod:`compiler.codegen.cpu.spin`) and block on a
+    semaphore only when nothing comes within the spin budget: a worker spins on its ``posted`` counter after each
+    job, the caller on the ``finished`` counters after its own piece.
+
+    Every write to the counters and flags is a Python statement made under the GIL, which orders them: a thread
+    that is about to block first says so (``sleeping[w]``, ``waiting``), then re-checks the counter, and the other
+    side releases the semaphore when it sees the flag. A release nobody needed leaves a count behind, which at
+    worst wakes a later wait early; every wait re-checks its counter in a loop."""
 
     def __init__(self, size: int) -> None:
+        import numpy as np
+
         self.size = size
         self.pid = os.getpid()
         self.busy = threading.Lock()
-        self.done = threading.Semaphore(0)
         self.jobs: list[tuple[Callable[..., Any], tuple, int, int] | None] = [None] * (size - 1)
         self.errors: list[BaseException | None] = [None] * (size - 1)
+        self.posted = np.zeros(max(size - 1, 1), np.int64)  # jobs posted to worker w (written by the caller)
+        self.finished = np.zeros(max(size - 1, 1), np.int64)  # jobs worker w has finished (written by it)
+        self.sleeping = [False] * (size - 1)
+        self.waiting = False
         self.wake = [threading.Semaphore(0) for _ in range(size - 1)]
+        self.done = threading.Semaphore(0)
         self.closed = False
         for w in range(size - 1):
             threading.Thread(target=self._work, args=(w,), name=f"symdl-cpu-{w + 1}", daemon=True).start()
 
     def _work(self, w: int) -> None:
-        wake, done = self.wake[w], self.done
+        from compiler.codegen.cpu.spin import SPIN_TICKS, spin_until_changed
+
+        seen = 0
         while True:
-            wake.acquire()
+            if spin_until_changed(self.posted, w, seen, SPIN_TICKS) == seen:
+                self.sleeping[w] = True
+                if self.posted[w] == seen:
+                    self.wake[w].acquire()
+                self.sleeping[w] = False
+                continue
+            seen = int(self.posted[w])
             job = self.jobs[w]
             if job is None:  # closed
                 return
@@ -81,20 +102,39 @@ class _Pool:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller
                 self.errors[w] = e
             self.jobs[w] = None
-            done.release()
+            self.finished[w] = seen
+            if self.waiting:
+                self.done.release()
+
+    def _post(self, w: int, job: tuple[Callable[..., Any], tuple, int, int] | None) -> None:
+        self.jobs[w] = job
+        self.posted[w] += 1
+        if self.sleeping[w]:
+            self.wake[w].release()
+
+    def _wait(self, n: int) -> None:
+        """Until workers ``0 .. n-1`` have finished every job posted to them."""
+        from compiler.codegen.cpu.spin import SPIN_TICKS, spin_until_all_equal
+
+        if n == 0 or spin_until_all_equal(self.finished, self.posted, n, SPIN_TICKS):
+            return
+        while True:
+            self.waiting = True
+            if all(self.finished[k] == self.posted[k] for k in range(n)):
+                self.waiting = False
+                return
+            self.done.acquire()
 
     def run(self, fn: Callable[..., Any], args: tuple, ntasks: int) -> None:
         parts = min(self.size, ntasks)
         for w in range(parts - 1):
-            self.jobs[w] = (fn, args, ((w + 1) * ntasks) // parts, ((w + 2) * ntasks) // parts)
-            self.wake[w].release()
+            self._post(w, (fn, args, ((w + 1) * ntasks) // parts, ((w + 2) * ntasks) // parts))
         first: BaseException | None = None
         try:
             fn(*args, 0, ntasks // parts)
         except BaseException as e:  # noqa: BLE001 - wait for the workers first: they use the same arrays
             first = e
-        for _ in range(parts - 1):
-            self.done.acquire()
+        self._wait(parts - 1)
         errors = [e for e in self.errors[: parts - 1] if e is not None]
         self.errors[: parts - 1] = [None] * (parts - 1)
         if first is not None:
@@ -105,8 +145,7 @@ class _Pool:
     def close(self) -> None:
         self.closed = True
         for w in range(self.size - 1):
-            self.jobs[w] = None
-            self.wake[w].release()
+            self._post(w, None)
 
 
 _pool: _Pool | None = None
