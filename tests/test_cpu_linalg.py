@@ -191,10 +191,12 @@ def test_conv_simd_kernel(rng, name, dtype):
 
 
 def test_conv_simd_is_default_where_tiles_fill():
-    """Stride 1 and most lanes useful: simd; a 4-channel output wastes half of each 8-channel tile: im2col (the
-    weight gradient's tiles are 4 channels: simd)."""
+    """Stride 1 and most lanes useful: simd (a 3x3 forward pass with 8+ channels: Winograd); a 4-channel output
+    wastes half of each 8-channel tile: im2col (the weight gradient's tiles are 4 channels: simd)."""
     cfg = SIMD_CONFIGS["16-to-32-channels"]
     fwd, gi, gw = conv_nodes(cfg, np.float32)
+    assert [L.default_conv_algo(n) for n in (fwd, gi, gw)] == ["winograd", "simd", "simd"]
+    fwd, gi, gw = conv_nodes(SIMD_CONFIGS["wide-asym-pad"], np.float32)
     assert [L.default_conv_algo(n) for n in (fwd, gi, gw)] == ["simd", "simd", "simd"]
     fwd, gi, gw = conv_nodes(CONV_CONFIGS["plain"], np.float32)
     assert [L.default_conv_algo(n) for n in (fwd, gi, gw)] == ["im2col", "im2col", "simd"]

@@ -208,8 +208,8 @@ class ConvEpilogue:
 def conv_epilogue_spec(kernel: Kernel) -> ConvEpilogue | None:
     """The :class:`ConvEpilogue` of a kernel whose members are ``conv [-> + per-channel bias] [-> relu] [-> 2x2
     max pool]`` (in that order; its output the last of them), optionally beside ``pre-activation > 0`` as a
-    second output (the ReLU mask of a training step), where the convolution runs the SIMD kernel, which applies
-    all of them while each tile is still in cache
+    second output (the ReLU mask of a training step), where the convolution runs the SIMD or Winograd kernel,
+    which applies all of them while each tile is still in cache
     (:func:`compiler.codegen.cpu.library_linalg.simd_conv_with_epilogue`); else None."""
     from compiler.codegen.cpu.library_linalg import _pool_geom, default_conv_algo
 
@@ -244,7 +244,7 @@ def conv_epilogue_spec(kernel: Kernel) -> ConvEpilogue | None:
     wanted = [prev] if mask is None else [prev, mask]
     if rest or len(outputs) != len(wanted) or {t.id for t in outputs} != {t.id for t in wanted}:
         return None
-    if default_conv_algo(anchor) != "simd":
+    if default_conv_algo(anchor) not in ("simd", "winograd"):
         return None
     index = {t.id: k for k, t in enumerate(outputs)}
     return ConvEpilogue(bias, relu, pool, index[prev.id], None if mask is None else index[mask.id])
@@ -268,7 +268,8 @@ def _fused_conv_epilogue(kernel: Kernel) -> CompiledKernel | None:
     and pooling applied to each tile before it is stored, instead of a generated loop making a second pass over
     the output (and a pooling kernel a third); None for any other kernel."""
     from compiler.codegen.cpu.conv_simd import simd_conv_dispatchers
-    from compiler.codegen.cpu.library_linalg import simd_conv_with_epilogue
+    from compiler.codegen.cpu.conv_winograd import winograd_conv_dispatchers
+    from compiler.codegen.cpu.library_linalg import default_conv_algo, simd_conv_with_epilogue
 
     spec = conv_epilogue_spec(kernel)
     if spec is None:
@@ -288,7 +289,9 @@ def _fused_conv_epilogue(kernel: Kernel) -> CompiledKernel | None:
 
         return run
 
-    return CompiledKernel(kernel, run=call(par), serial=call(ser), parallel=True, dispatchers=simd_conv_dispatchers())
+    winograd = default_conv_algo(anchor) == "winograd"
+    kernels = winograd_conv_dispatchers() if winograd else simd_conv_dispatchers()
+    return CompiledKernel(kernel, run=call(par), serial=call(ser), parallel=True, dispatchers=kernels)
 
 
 # ----------------------------------------------------------------------------------------------------

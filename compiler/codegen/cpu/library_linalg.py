@@ -45,6 +45,12 @@ from compiler.codegen.cpu.conv_simd import (
     simd_conv_runners,
     simd_grad_weight_runners,
 )
+from compiler.codegen.cpu.conv_winograd import (
+    _winograd_par,
+    _winograd_ser,
+    winograd_applies,
+    winograd_conv_runners,
+)
 from compiler.codegen.cpu.gemm import gemm
 from compiler.codegen.cpu.library import LibraryImpl, register
 from compiler.codegen.cpu.parallel import get_num_threads, parallel_for, task_runners
@@ -593,6 +599,7 @@ CONV_ALGOS: dict[tuple[type, str], tuple[Callable[..., None], Callable[..., None
     (Conv, "simd"): (_simd_conv_par, _simd_conv_ser),
     (ConvGradInput, "simd"): (_simd_conv_par, _simd_conv_ser),
     (ConvGradWeight, "simd"): (_simd_gw_par, _simd_gw_ser),
+    (Conv, "winograd"): (_winograd_par, _winograd_ser),
 }
 
 #: The least share of useful lanes (:func:`simd_conv_efficiency`) for which the SIMD kernel is the default for
@@ -608,11 +615,24 @@ SIMD_MIN_EFFICIENCY = 0.6
 DIRECT_MAX_GROUP_GEMM = 16
 
 
+#: The fewest input and output channels for which a 3x3 stride-1 forward convolution runs Winograd F(2x2, 3x3)
+#: by default: below, its transforms cost more than the multiplications it saves (``python
+#: benchmarks/bench_conv_kernels.py``: WINOGRAD_NOTE).
+WINOGRAD_MIN_CHANNELS = 8
+
+
 def default_conv_algo(node: Tensor) -> str:
-    """Decided from static shapes: stride 1 runs ``"simd"`` for thin grouped convolutions (depthwise) and where
-    the register tiles are well filled (:func:`simd_conv_efficiency`); a strided thin grouped convolution runs
-    ``"direct"``; everything else ``"im2col"``."""
+    """Decided from static shapes: a 3x3 stride-1 ungrouped forward convolution with enough channels (see
+    :data:`WINOGRAD_MIN_CHANNELS`) runs ``"winograd"``; otherwise stride 1 runs ``"simd"`` for thin grouped
+    convolutions (depthwise) and where the register tiles are well filled (:func:`simd_conv_efficiency`); a
+    strided thin grouped convolution runs ``"direct"``; everything else ``"im2col"``."""
     op = node.op
+    if (
+        isinstance(op, Conv)
+        and winograd_applies(node.inputs[1].shape, op.stride, op.dilation, op.groups)
+        and all(d is not None and d >= WINOGRAD_MIN_CHANNELS for d in node.inputs[1].shape[:2])
+    ):
+        return "winograd"
     w_shape = node.inputs[1].shape if isinstance(op, (Conv, ConvGradInput)) else node.inputs[2].shape
     cout, cg = w_shape[0], w_shape[1]
     groups = op.groups
@@ -713,6 +733,17 @@ def conv_impl(node: Tensor, algo: str) -> LibraryImpl:
         raise ValueError(f"cpu {op.name}: the simd algorithm runs stride-1 convolutions only, got stride {op.stride}")
     if algo == "simd":
         return _simd_impl(op, nsp)
+    if algo == "winograd":
+        w_shape = node.inputs[1].shape
+        if not (isinstance(op, Conv) and winograd_applies(w_shape, op.stride, op.dilation, op.groups)):
+            raise ValueError(
+                f"cpu {op.name}: the winograd algorithm runs 2-d 3x3 stride-1 undilated ungrouped forward "
+                f"convolutions only, got weights {w_shape}, stride {op.stride}, dilation {op.dilation}, "
+                f"groups {op.groups}"
+            )
+        geom = _conv_geom(op)
+        run, serial, kernels = winograd_conv_runners((geom[2], geom[3]), PARALLEL_MIN_CONV_MACS)
+        return LibraryImpl(run, kernels, parallel=True, serial=serial)
     par, ser = CONV_ALGOS[(type(op), algo)]
     geom = _conv_geom(op)
     ws_shape = _WS_SHAPE.get(type(op)) if algo == "im2col" else None
@@ -758,6 +789,12 @@ def simd_conv_with_epilogue(
     op = node.op
     geom = _conv_geom(op)
     hi = (op.padding[0][1], op.padding[1][1]) if pool else None
+    if default_conv_algo(node) == "winograd":
+        run, serial, _ = winograd_conv_runners((geom[2], geom[3]), PARALLEL_MIN_CONV_MACS, hi)
+        return (
+            lambda x, w, out, bias, mask: run(x, w, out, bias, relu, mask),
+            lambda x, w, out, bias, mask: serial(x, w, out, bias, relu, mask),
+        )
     run, serial, _ = simd_conv_runners(
         (geom[2], geom[3], geom[4], geom[5]), op.groups, False, len(op.stride), PARALLEL_MIN_CONV_MACS, hi
     )

@@ -35,6 +35,7 @@ __all__ = [
     "VECTOR_BITS",
     "Vec",
     "lanes_for",
+    "prefetch",
     "vadd",
     "vbcast",
     "vfma",
@@ -44,6 +45,9 @@ __all__ = [
     "vmul",
     "vsplat",
     "vstore",
+    "vstore_lanes",
+    "vstore_pairs",
+    "vsub",
     "vsum",
     "vzero",
 ]
@@ -198,6 +202,7 @@ def _binary(name: str, emit: Any) -> Any:
 
 
 vadd = _binary("vadd", lambda b, x, y: b.fadd(x, y))
+vsub = _binary("vsub", lambda b, x, y: b.fsub(x, y))
 vmul = _binary("vmul", lambda b, x, y: b.fmul(x, y))
 # NaN-propagating like np.maximum: x > y or x is NaN -> x
 vmax = _binary(
@@ -257,3 +262,113 @@ def vsum(typingctx: Any, v: types.Type) -> Any:
         return builder.extract_element(x, ir.Constant(i32, 0))
 
     return v.dtype(v), codegen
+
+
+def _lane_mask(context: Any, builder: Any, lanes: int, first: int, e0: Any, e1: Any) -> Any:
+    """``<lanes x i1>``: lane ``l`` set where ``e0 <= first + l < e1`` (``e0``, ``e1`` intp values)."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    vty = ir.VectorType(i64, lanes)
+    iota = ir.Constant(vty, [i64(first + k) for k in range(lanes)])
+
+    def splat(x: Any) -> Any:
+        one = builder.insert_element(ir.Constant(vty, None), x, i32(0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(i32, lanes), [i32(0)] * lanes))
+
+    return builder.and_(builder.icmp_signed(">=", iota, splat(e0)), builder.icmp_signed("<", iota, splat(e1)))
+
+
+def _masked_store(context: Any, builder: Any, value: Any, ptr: Any, mask: Any, align: int) -> None:
+    """``llvm.masked.store``: only the set lanes are written (one AVX-512 ``vmovups {k}``); the addresses of the
+    others are never touched, so they need not be valid."""
+    vty = value.type
+    ptr = builder.bitcast(ptr, vty.as_pointer())
+    ename = "i8" if isinstance(vty.element, ir.IntType) else f"f{64 if isinstance(vty.element, ir.DoubleType) else 32}"
+    fnty = ir.FunctionType(ir.VoidType(), [vty, ptr.type, ir.IntType(32), mask.type])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.store.v{vty.count}{ename}.p0")
+    builder.call(fn, [value, ptr, ir.IntType(32)(align), mask])
+
+
+def _check_range(name: str, e0: types.Type, e1: types.Type) -> None:
+    if not isinstance(e0, types.Integer) or not isinstance(e1, types.Integer):
+        raise TypingError(f"{name}: the lane range must be integers, got {e0} and {e1}")
+
+
+@intrinsic
+def vstore_lanes(
+    typingctx: Any, arr: types.Type, idx: types.Type, v: types.Type, e0: types.Type, e1: types.Type
+) -> Any:
+    """``arr.flat[idx + l] = v[l]`` for the lanes ``e0 <= l < e1`` only (a masked store: the other lanes'
+    addresses are not touched, so ``idx`` itself may lie before the array's start; unchecked)."""
+    vt = _vec_of(arr)
+    if v != vt:
+        raise TypingError(f"vstore_lanes: a {v} into a {arr}")
+    _check_range("vstore_lanes", e0, e1)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        e0v = context.cast(builder, args[3], sig.args[3], types.int64)
+        e1v = context.cast(builder, args[4], sig.args[4], types.int64)
+        mask = _lane_mask(context, builder, vt.lanes, 0, e0v, e1v)
+        ptr = _vec_ptr(context, builder, sig, args, vt)
+        _masked_store(context, builder, args[2], ptr, mask, vt.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, v, e0, e1), codegen
+
+
+@intrinsic
+def vstore_pairs(
+    typingctx: Any, arr: types.Type, idx: types.Type, a: types.Type, b: types.Type, e0: types.Type, e1: types.Type
+) -> Any:
+    """The interleaved stream ``s = (a[0], b[0], a[1], b[1], ...)`` (2 x lanes values): ``arr.flat[idx + e] =
+    s[e]`` for ``e0 <= e < e1`` only (two shuffles and two masked stores; unchecked). Into a boolean ``arr`` it
+    stores ``s[e] > 0`` (False for NaN, as ``np.greater``): the ReLU mask of the same values."""
+    if not isinstance(a, Vec) or a != b:
+        raise TypingError(f"vstore_pairs: expected two vectors of one kind, got {a} and {b}")
+    to_bool = isinstance(arr, types.Array) and arr.dtype == types.boolean
+    if not to_bool and _vec_of(arr) != a:
+        raise TypingError(f"vstore_pairs: {a} values into a {arr}")
+    _check_range("vstore_pairs", e0, e1)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        n = a.lanes
+        x, y = args[2], args[3]
+        if to_bool:
+            zero = ir.Constant(x.type, None)
+            byte_vec = ir.VectorType(ir.IntType(8), n)
+            x = builder.zext(builder.fcmp_ordered(">", x, zero), byte_vec)
+            y = builder.zext(builder.fcmp_ordered(">", y, zero), byte_vec)
+        i32 = ir.IntType(32)
+        e0v = context.cast(builder, args[4], sig.args[4], types.int64)
+        e1v = context.cast(builder, args[5], sig.args[5], types.int64)
+        base = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        align = 1 if to_bool else a.dtype.bitwidth // 8
+        for half in range(2):
+            order = [i32(k // 2 + (n if k % 2 else 0) + half * n // 2) for k in range(n)]
+            part = builder.shuffle_vector(x, y, ir.Constant(ir.VectorType(i32, n), order))
+            ptr = builder.gep(base, [ir.IntType(64)(half * n)]) if half else base
+            mask = _lane_mask(context, builder, n, half * n, e0v, e1v)
+            _masked_store(context, builder, part, ptr, mask, align)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, a, b, e0, e1), codegen
+
+
+@intrinsic
+def prefetch(typingctx: Any, arr: types.Type, idx: types.Type, write: types.Type) -> Any:
+    """A hint to fetch the cache line holding ``arr.flat[idx]`` into all cache levels, for writing when the
+    literal ``write`` is true (x86 ``prefetchw``), else for reading (``prefetcht0``); never faults, so ``idx``
+    need not be in range."""
+    if not isinstance(arr, types.Array) or not isinstance(write, (types.BooleanLiteral, types.IntegerLiteral)):
+        raise TypingError(f"prefetch: expected an array, an index and a literal write flag, got {arr}, {write}")
+    rw = int(bool(write.literal_value))
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        i32 = ir.IntType(32)
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(rw), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, write), codegen
