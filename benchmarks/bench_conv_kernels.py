@@ -1,5 +1,6 @@
-"""Benchmark the CPU convolution kernels: im2col + GEMM, the direct loop nest and the register-tiled SIMD kernel
-(stride 1 only), on LeNet's layers and a few others.
+"""Benchmark the CPU convolution kernels: im2col + GEMM, the direct loop nest, the register-tiled SIMD kernel
+(stride 1 only) and Winograd F(2x2, 3x3) (3x3 stride-1 forward passes only), on LeNet's layers and a few
+others.
 
 Run: ``python benchmarks/bench_conv_kernels.py [--batch 64] [--repeat 30] [--dtype float32]``. Prints, per layer
 and op, the median time of each algorithm's parallel ``run`` (and the NumPy reference ``perform``) and the
@@ -16,6 +17,7 @@ import numpy as np
 
 import symdl as sd
 from compiler.codegen.cpu import library_linalg as L
+from compiler.codegen.cpu.conv_winograd import winograd_applies
 from symdl.graph import apply
 from symdl.ops.conv import Conv, ConvGradInput, ConvGradWeight
 
@@ -24,6 +26,8 @@ LAYERS = {
     "lenet-conv1 1->6 5x5 28x28 p2": ((1, 28, 28), (6, 1, 5, 5), (1, 1), ((2, 2), (2, 2)), (1, 1), 1),
     "lenet-conv2 6->16 5x5 14x14": ((6, 14, 14), (16, 6, 5, 5), (1, 1), ((0, 0), (0, 0)), (1, 1), 1),
     "convnet 16->32 3x3 32x32 p1": ((16, 32, 32), (32, 16, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "convnet 32->32 3x3 16x16 p1": ((32, 16, 16), (32, 32, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
+    "convnet 3->16 3x3 32x32 p1": ((3, 32, 32), (16, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 1),
     "depthwise 32ch 3x3 16x16 p1": ((32, 16, 16), (32, 1, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), 32),
     "conv 32->64 3x3 16x16 s2 p1": ((32, 16, 16), (64, 32, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), 1),
 }
@@ -65,7 +69,7 @@ def main() -> None:
     import numba
 
     print(f"batch {args.batch}, {args.dtype}, numba threads {numba.get_num_threads()}, median of {args.repeat}")
-    algos = ("im2col", "direct", "simd")
+    algos = ("im2col", "direct", "simd", "winograd")
     print(
         f"{'layer':30s} {'op':12s} "
         + " ".join(f"{a + ' ms':>10s}" for a in algos)
@@ -76,7 +80,10 @@ def main() -> None:
             out = np.empty(out_shape, args.dtype)
             ms = {}
             for algo in algos:
-                if algo == "simd" and any(s != 1 for s in node.op.stride):
+                if (algo == "simd" and any(s != 1 for s in node.op.stride)) or (
+                    algo == "winograd"
+                    and not (isinstance(node.op, Conv) and winograd_applies(cfg[1], *cfg[2:3], *cfg[4:]))
+                ):
                     ms[algo] = float("nan")
                     continue
                 run = L.conv_impl(node, algo).run

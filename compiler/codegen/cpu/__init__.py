@@ -119,22 +119,49 @@ class _FusedMatmul:
         fn, ia, ib, io, ir = self.function, self.a, self.b, self.out, self.red
 
         def run(*args: np.ndarray) -> None:
-            a, out = args[ia], args[io]
+            a, b, out = args[ia], args[ib], args[io]
             if (
-                a.shape[0] * a.shape[1] * args[ib].shape[1] < PARALLEL_MIN_MACS
+                a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS
                 and out.size <= PARALLEL_THRESHOLD
                 and (ir is None or args[ir].flags.c_contiguous)
+                and _gemm_ready(a)
+                and _gemm_ready(b)
             ):
-                fn(*args)
-            else:
-                fallback(*args)
+                if getattr(fn, "_can_compile", False):  # the first call compiles (or loads) it; no call after may
+                    # the fallback too, on copies (its outputs may alias its inputs): the calls the fused
+                    # function declines later then compile nothing either
+                    fallback(*[_like(x) for x in args])
+                    fn(*args)
+                    fn.disable_compile()
+                    return
+                try:
+                    fn(*args)
+                    return
+                except TypeError:
+                    # a layout its signature does not take: batch 1 makes a transposed (n, 1) view both C- and
+                    # F-contiguous, which Numba types as C. The library path handles any layout.
+                    pass
+            fallback(*args)
 
         return run
 
 
+def _like(x: np.ndarray) -> np.ndarray:
+    """A copy of ``x`` that Numba types the same: same layout, read-only where ``x`` is."""
+    c = np.array(x, copy=True, order="K")
+    c.flags.writeable = x.flags.writeable
+    return c
+
+
+def _gemm_ready(x: np.ndarray) -> bool:
+    """Whether :func:`compiler.codegen.cpu.gemm.gemm` takes ``x`` as it is: its rows or its columns contiguous."""
+    rs, cs = x.strides
+    return cs == x.itemsize or rs == x.itemsize or x.shape[0] <= 1 or x.shape[1] <= 1
+
+
 def _fused_matmul_epilogue(kernel: Kernel, split: EpilogueSplit, loop_source: str) -> _FusedMatmul | None:
     """A 2-d float matmul epilogue as one compiled function ``fused(*inputs, *outputs)``: the product
-    (:func:`compiler.codegen.cpu.gemm.matmul`), then the generated loop's own function (whole range, one task;
+    (BLAS, :func:`compiler.codegen.cpu.gemm.gemm`), then the generated loop's own function (whole range, one task;
     imported from the loop's module, so the fallback path runs the overloads compiled here). One dispatch
     instead of the library kernel's and the loop's Python wrappers and two or three dispatches: 1.5-3 us per
     kernel on the small MLP train step (32x128 layers), where the loops themselves take 0.3-0.5 us. None for
@@ -177,13 +204,15 @@ def _fused_matmul_epilogue(kernel: Kernel, split: EpilogueSplit, loop_source: st
             "import numba",
             "",
             f"from {loop_module} import {entry}",
-            "from compiler.codegen.cpu.gemm import matmul as _gemm_matmul",
+            "from compiler.codegen.cpu.gemm import gemm as _gemm",
             f"GEMM = {GEMM_VERSION!r}",
             "",
             "",
             f"@numba.njit({NJIT_FLAGS}, nogil=True)",
             f"def fused({', '.join(names)}):",
-            f"    _gemm_matmul({names[ia]}, {names[ib]}, {names[io]})",
+            # [:, :] views are typed as any-layout arrays: one compiled gemm per dtype serves every fused
+            # epilogue, whatever its operands' layouts
+            f"    _gemm({names[ia]}[:, :], {names[ib]}[:, :], {names[io]}[:, :], 0.0)",
             f"    {call}",
             "",
         ]

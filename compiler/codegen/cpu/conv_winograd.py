@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from compiler.codegen.cpu.conv_simd import _U, _tile_rows, _Workspaces
+from compiler.codegen.cpu.conv_simd import _tile_rows, _Workspaces
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from compiler.codegen.cpu.simd import (
     lanes_for,
@@ -43,6 +43,7 @@ from compiler.codegen.cpu.simd import (
     vadd,
     vlanes,
     vload,
+    vload_strided2,
     vmax,
     vsplat,
     vstore,
@@ -99,35 +100,28 @@ def _transform_weights(w, ut):  # noqa: ANN001, ANN202
 def _build_planes(xf, src, c_n, h, w, pl, plen, off, th, r, ph, pw):  # noqa: ANN001, ANN202
     """The polyphase planes of the sample at flat offset ``src`` of ``xf`` (C, H, W), padded by (ph, pw) at the
     top/left and with zeros past its end: ``pl[(c*4 + 2*pr + pc)*plen + off + i*r + m] = xpad[c, 2i+pr,
-    2m+pc]`` for ``i <= th``, ``m < r``."""
+    2m+pc]`` for ``i <= th``, ``m < r``. Explicit vectors (:func:`vload_strided2` splits a row's even and odd
+    columns, masked at its ends): LLVM's vectoriser left rows of 16-17 columns in its scalar remainder."""
+    lanes = vlanes(pl)
+    zero = vzero(pl)
     for c in range(c_n):
         for i in range(th + 1):
             for pr in range(2):  # the rows of the sample in order, for the hardware prefetcher
                 y = 2 * i + pr - ph
                 d0 = (c * 4 + 2 * pr) * plen + off + i * r
                 d1 = d0 + plen
-                if y < 0 or y >= h:
-                    for m in range(r):
-                        pl[d0 + m] = 0
-                        pl[d1 + m] = 0
-                    continue
-                s = src + (c * h + y) * w - pw  # column x of the padded row is xf[s + x]
-                # the columns 2m - pw and 2m + 1 - pw both inside the row: m in [lo, hi)
-                lo = min((pw + 1) // 2, r)
-                hi = max(min((w - 1 + pw - 1) // 2 + 1, r), lo) if w - 1 + pw - 1 >= 0 else lo
-                # unsigned indices: a signed one costs a wraparound test per element and keeps LLVM from
-                # vectorising the copy (see conv_simd)
-                for m in range(_U(lo), _U(hi)):
-                    pl[_U(d0) + m] = xf[_U(s) + _U(2) * m]
-                    pl[_U(d1) + m] = xf[_U(s) + _U(2) * m + _U(1)]
-                for m in range(0, lo):
-                    x0 = 2 * m - pw
-                    pl[d0 + m] = xf[s + 2 * m] if 0 <= x0 < w else 0
-                    pl[d1 + m] = xf[s + 2 * m + 1] if 0 <= x0 + 1 < w else 0
-                for m in range(hi, r):
-                    x0 = 2 * m - pw
-                    pl[d0 + m] = xf[s + 2 * m] if 0 <= x0 < w else 0
-                    pl[d1 + m] = xf[s + 2 * m + 1] if 0 <= x0 + 1 < w else 0
+                inside = 0 <= y < h
+                s = src + (c * h + y) * w - pw  # padded column x of the row is xf[s + x]
+                for m0 in range(0, r, lanes):
+                    n = min(lanes, r - m0)
+                    if inside:
+                        # stream element e = padded column 2*m0 + e; real columns pw .. pw + w - 1
+                        lo, hi = pw - 2 * m0, pw + w - 2 * m0
+                        vstore_lanes(pl, d0 + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 0), 0, n)
+                        vstore_lanes(pl, d1 + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 1), 0, n)
+                    else:
+                        vstore_lanes(pl, d0 + m0, zero, 0, n)
+                        vstore_lanes(pl, d1 + m0, zero, 0, n)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -171,10 +165,10 @@ def _transform_input(pl, plen, q0, c_n, r, vt, chunk, step):  # noqa: ANN001, AN
             vstore(vt, base + 15 * step, vsub(t31, t33))
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _output_tile(mf, base, p, chunk, blk):  # noqa: ANN001, ANN202
-    """``A^T M A`` (the 2x2 outputs y00, y01, y10, y11) of the vector of tiles at ``p`` of the channel whose row
-    of the first of ``mf``'s 16 blocks (one per frequency, ``blk`` apart) starts at ``base``."""
+    """``A^T M A`` (the 2x2 outputs y00, y01, y10, y11) of the vector of tiles at ``p`` of the channel whose 16
+    frequencies' rows (``blk`` apart) start at ``base`` in ``mf``."""
     o = base + p
     m00, m01, m02, m03 = vload(mf, o), vload(mf, o + blk), vload(mf, o + 2 * blk), vload(mf, o + 3 * blk)
     m10, m11, m12, m13 = vload(mf, o + 4 * blk), vload(mf, o + 5 * blk), vload(mf, o + 6 * blk), vload(mf, o + 7 * blk)
@@ -201,19 +195,22 @@ def _output_tile(mf, base, p, chunk, blk):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _store_block(mf, chunk, blk, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
+def _store_block(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
     """Output transform + epilogue of block ``cb`` (``rows`` channels) of the chunk at local flat position
-    ``q0`` (``mf``: 16 blocks (O, chunk), ``blk`` apart), stored for the tiles before ``qend``. ``geo = (s0, S,
-    R, TH, TW, OH, OW, O, pool)``: the group's first sample and the plane geometry, the output size and channel
-    count, and whether ``of`` is the 2x2 max pool. ``runs``: scratch for one vector's runs of stored tiles."""
+    ``q0`` (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored for the
+    tiles before ``qend``. ``geo = (s0, S, R, TH, TW, OH, OW, O, pool)``: the group's first sample and the plane
+    geometry, the output size and channel count, and whether ``of`` is the 2x2 max pool. ``runs``: scratch for
+    one vector's runs of stored tiles."""
     s0, ss, r, th, tw, oh, ow, o_n, pool = geo
     lanes = vlanes(mf)
     zero = vzero(mf)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
     cols, tile_rows = (pw2, ph2) if pool else (tw, th)
+    plane = ph2 * pw2 if pool else oh * ow  # the output's channel stride
     for p in range(0, chunk, lanes):
-        # the vector's tiles that are stored, as runs along tile rows: (first lane, count, sample, row, column)
+        # the vector's tiles that are stored, as runs along tile rows: (first lane, count, output offset of the
+        # block's first channel, end of the pair stream, whether a second output row exists)
         q = q0 + p
         lim = min(q + lanes, qend)
         if q >= lim:
@@ -227,11 +224,16 @@ def _store_block(mf, chunk, blk, q0, qend, cb, rows, geo, bias, relu, of, mk, ru
             n = min(lim - q, r - m)
             nv = min(n, cols - m)
             if i < tile_rows and nv > 0:
-                runs[nrun, 0] = q - q0 - p
-                runs[nrun, 1] = nv
-                runs[nrun, 2] = s0 + sl
-                runs[nrun, 3] = i
-                runs[nrun, 4] = m
+                a = q - q0 - p
+                ch0 = (s0 + sl) * o_n + cb * 8
+                runs[nrun, 0] = a
+                runs[nrun, 1] = a + nv
+                if pool:
+                    runs[nrun, 2] = (ch0 * ph2 + i) * pw2 + m - a
+                else:
+                    runs[nrun, 2] = (ch0 * oh + 2 * i) * ow + 2 * (m - a)
+                    runs[nrun, 3] = 2 * (a + nv) - (1 if (m + nv == tw and ow % 2) else 0)
+                    runs[nrun, 4] = 2 * i + 1 < oh
                 nrun += 1
             q += n
             m += n
@@ -244,31 +246,28 @@ def _store_block(mf, chunk, blk, q0, qend, cb, rows, geo, bias, relu, of, mk, ru
         if nrun == 0:
             continue
         for j in range(rows):
-            y00, y01, y10, y11 = _output_tile(mf, (cb * 8 + j) * chunk, p, chunk, blk)
+            y00, y01, y10, y11 = _output_tile(mf, (cb * 8 + j) * mrow, p, chunk, chunk)
             b = vsplat(zero, bias[cb * 8 + j])
             if pool:
                 v = vadd(vmax(vmax(y00, y01), vmax(y10, y11)), b)
                 if relu:
                     v = vmax(v, zero)
                 for u in range(nrun):
-                    a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
-                    vstore_lanes(of, ((s * o_n + cb * 8 + j) * ph2 + i) * pw2 + m - a, v, a, a + nv)
+                    vstore_lanes(of, runs[u, 2] + j * plane, v, runs[u, 0], runs[u, 1])
                 continue
             y00, y01, y10, y11 = vadd(y00, b), vadd(y01, b), vadd(y10, b), vadd(y11, b)
             r00, r01, r10, r11 = y00, y01, y10, y11
             if relu:
                 r00, r01, r10, r11 = vmax(y00, zero), vmax(y01, zero), vmax(y10, zero), vmax(y11, zero)
             for u in range(nrun):
-                a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
-                d = ((s * o_n + cb * 8 + j) * oh + 2 * i) * ow + 2 * (m - a)
-                e1 = 2 * (a + nv) - (1 if (m + nv == tw and ow % 2) else 0)
+                d, e0, e1 = runs[u, 2] + j * plane, 2 * runs[u, 0], runs[u, 3]
                 if masked:
-                    vstore_pairs(mk, d, y00, y01, 2 * a, e1)
-                vstore_pairs(of, d, r00, r01, 2 * a, e1)
-                if 2 * i + 1 < oh:
+                    vstore_pairs(mk, d, y00, y01, e0, e1)
+                vstore_pairs(of, d, r00, r01, e0, e1)
+                if runs[u, 4]:
                     if masked:
-                        vstore_pairs(mk, d + ow, y10, y11, 2 * a, e1)
-                    vstore_pairs(of, d + ow, r10, r11, 2 * a, e1)
+                        vstore_pairs(mk, d + ow, y10, y11, e0, e1)
+                    vstore_pairs(of, d + ow, r10, r11, e0, e1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -296,10 +295,10 @@ def _prefetch_outputs(of, q_lo, q_hi, geo):  # noqa: ANN001, ANN202
 @njit(cache=True, nogil=True)
 def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, t0, t1):  # noqa: ANN001, ANN202
     """Tasks ``t0 .. t1`` of ``pws.shape[0]``: each its share of the chunks of tile positions of the whole batch
-    (``dims = (ph, pw, OH, OW, group, pool, chunk, vstep, mstep)``, the last two the strides of the 16 blocks
-    of ``vws[t]`` and ``mws[t]``): planes of up to ``group`` samples at a time into ``pws[t]``,
-    the input transform of a chunk into ``vws[t]``, the 16 GEMMs of one 8-channel block into ``mws[t]``, then
-    its output transform and epilogue into ``out`` (and ``mask`` when non-empty)."""
+    (``dims = (ph, pw, OH, OW, group, pool, chunk, vstep, mstep)``, the last two the strides of the frequencies
+    in ``vws[t]`` and of the output channels in ``mws[t]``): planes of up to ``group`` samples at a time into
+    ``pws[t]``, the input transform of a chunk into ``vws[t]``, its 16 GEMMs (frequency-major) into ``mws[t]``,
+    then per 8-channel block the output transform and epilogue into ``out`` (and ``mask`` when non-empty)."""
     ph, pw, oh, ow, group, pool, chunk, vstep, mstep = dims
     n, c_n, h, w = x.shape
     ncb = ut.shape[1]
@@ -346,8 +345,9 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, t0,
                 # frequency-major: each frequency's transformed input (C x chunk) stays in L1 across the blocks
                 for k in range(16):
                     for cb in range(ncb):
-                        m0 = k * mstep + cb * 8 * chunk
-                        _tile_rows(vt, k * vstep, offs, utf, (k * ncb + cb) * c_n * 8, mt[m0 : m0 + 8 * chunk], chunk)
+                        m0 = cb * 8 * mstep + k * chunk
+                        woff = (k * ncb + cb) * c_n * 8
+                        _tile_rows(vt, k * vstep, offs, utf, woff, mt[m0 : m0 + 8 * mstep], chunk, mstep)
                 for cb in range(ncb):
                     rows = min(8, o_n - cb * 8)
                     _store_block(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
@@ -428,7 +428,7 @@ def winograd_conv_runners(
             least = min_parallel_macs if n >= threads else 4 * min_parallel_macs
             nt = min(threads, nchunks) if parallel and macs >= least else 1
             plen = _skew(group * ss + chunk + r + 2 + lanes)
-            vstep, mstep = _skew(c_n * chunk), _skew(ncb * 8 * chunk)
+            vstep, mstep = _skew(c_n * chunk), _skew(16 * chunk)
             size = nt * 4 * c_n * plen
             old = buffer.arrays.get("p")
             pws = buffer("p", size, x.dtype)
@@ -436,7 +436,7 @@ def winograd_conv_runners(
                 pws[:] = 0
             pws = pws[:size].reshape(nt, 4 * c_n * plen)
             vws = buffer("v", nt * 16 * vstep, x.dtype)[: nt * 16 * vstep].reshape(nt, -1)
-            mws = buffer("m", nt * 16 * mstep, x.dtype)[: nt * 16 * mstep].reshape(nt, -1)
+            mws = buffer("m", nt * ncb * 8 * mstep, x.dtype)[: nt * ncb * 8 * mstep].reshape(nt, -1)
             offs = buffer("o", c_n, np.dtype(np.int64))[:c_n]
             offs[:] = np.arange(c_n) * chunk
             dims = (ph, pw, oh, ow, group, int(pool_hi_pads is not None), chunk, vstep, mstep)

@@ -41,6 +41,7 @@ __all__ = [
     "vfma",
     "vlanes",
     "vload",
+    "vload_strided2",
     "vmax",
     "vmul",
     "vsplat",
@@ -372,3 +373,38 @@ def prefetch(typingctx: Any, arr: types.Type, idx: types.Type, write: types.Type
         return context.get_dummy_value()
 
     return types.none(arr, idx, write), codegen
+
+
+@intrinsic
+def vload_strided2(
+    typingctx: Any, arr: types.Type, idx: types.Type, e0: types.Type, e1: types.Type, odd: types.Type
+) -> Any:
+    """Every other element: lane ``l`` is ``arr.flat[idx + 2*l + odd]`` where ``e0 <= 2*l + odd < e1`` and 0
+    elsewhere (two masked loads and a shuffle; the addresses outside ``[e0, e1)`` are never read, so ``idx`` may
+    lie before the array's start; ``odd`` a literal 0 or 1)."""
+    vt = _vec_of(arr)
+    _check_range("vload_strided2", e0, e1)
+    if not isinstance(odd, types.IntegerLiteral) or odd.literal_value not in (0, 1):
+        raise TypingError(f"vload_strided2: odd must be a literal 0 or 1, got {odd}")
+    first = odd.literal_value
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        n = vt.lanes
+        lt = context.get_value_type(vt)
+        e0v = context.cast(builder, args[2], sig.args[2], types.int64)
+        e1v = context.cast(builder, args[3], sig.args[3], types.int64)
+        base = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        align = ir.IntType(32)(vt.dtype.bitwidth // 8)
+        fnty = ir.FunctionType(lt, [lt.as_pointer(), ir.IntType(32), ir.VectorType(ir.IntType(1), n), lt])
+        ename = f"f{vt.dtype.bitwidth}"
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{n}{ename}.p0")
+        halves = []
+        for half in range(2):
+            ptr = builder.gep(base, [ir.IntType(64)(half * n)]) if half else base
+            mask = _lane_mask(context, builder, n, half * n, e0v, e1v)
+            halves.append(builder.call(fn, [builder.bitcast(ptr, lt.as_pointer()), align, mask, ir.Constant(lt, None)]))
+        i32 = ir.IntType(32)
+        order = ir.Constant(ir.VectorType(i32, n), [i32(2 * k + first) for k in range(n)])
+        return builder.shuffle_vector(halves[0], halves[1], order)
+
+    return vt(arr, idx, e0, e1, odd), codegen

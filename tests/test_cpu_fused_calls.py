@@ -1,5 +1,5 @@
-"""The small-GEMM dot-product kernel behind :func:`compiler.codegen.cpu.gemm.matmul`, the fused 2-d matmul
-epilogues that call it, and the one-dispatch serial call of reduction kernels."""
+"""One compiled call where the CPU target used to make several: the fused 2-d matmul epilogues (BLAS product,
+then the generated loop, in one Numba function) and the one-dispatch serial call of reduction kernels."""
 
 from __future__ import annotations
 
@@ -7,76 +7,7 @@ import numpy as np
 import pytest
 
 import symdl as sd
-from compiler.codegen.cpu.gemm import _dot_kernel, _use_dot, matmul
 from symdl.ops.shape import unbroadcast
-
-pytest.importorskip("numba")
-
-DTYPES = [np.float32, np.float64]
-# (m, k, n): tails in every direction (m % 4, n % 3, k % lanes), single rows/columns, the MLP's shapes
-SHAPES = [(32, 128, 128), (1, 16, 1), (5, 17, 7), (33, 130, 11), (4, 24, 3), (7, 100, 2), (64, 33, 129), (3, 9, 5)]
-
-
-def _ints(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """Small integers: every product and partial sum is exact in float32, so any summation order gives the
-    same bits as NumPy."""
-    return rng.integers(-8, 9, shape).astype(dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_dot_kernel_exact(dtype, shape):
-    m, k, n = shape
-    rng = np.random.default_rng(m * 1000 + k * 10 + n)
-    a, w = _ints(rng, (m, k), dtype), _ints(rng, (n, k), dtype)
-    out = np.full((m, n), np.nan, dtype)
-    _dot_kernel(a, w, out)
-    assert np.array_equal(out, a @ w.T)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
-def test_matmul_layouts_exact(dtype, shape):
-    """Every operand layout ``matmul`` takes: C, F (transposed views), row blocks of wider arrays (a leading
-    dimension above the row length) and strided views (copied), the dot kernel or BLAS behind them."""
-    m, k, n = shape
-    rng = np.random.default_rng(7 + m + k + n)
-    a, b = _ints(rng, (m, k), dtype), _ints(rng, (k, n), dtype)
-    ref = a @ b
-    a_views = [a, np.asfortranarray(a), np.pad(a, ((0, 0), (0, 5)))[:, :k], np.repeat(a, 2, axis=1)[:, ::2]]
-    b_views = [b, np.asfortranarray(b), np.pad(b.T, ((0, 0), (0, 3)))[:, :k].T, np.repeat(b, 2, axis=0)[::2]]
-    for av in a_views:
-        for bv in b_views:
-            out = np.full((m, n), np.nan, dtype)
-            matmul(av, bv, out)
-            assert np.array_equal(out, ref), (av.strides, bv.strides)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_matmul_random_floats_close(dtype):
-    rng = np.random.default_rng(11)
-    for m, k, n in [(32, 128, 128), (13, 200, 31), (64, 96, 10)]:
-        a = rng.standard_normal((m, k)).astype(dtype)
-        w = rng.standard_normal((n, k)).astype(dtype)
-        assert _use_dot(a, w.T, np.empty((m, n), dtype)) == (k >= 96)
-        out = np.empty((m, n), dtype)
-        matmul(a, w.T, out)
-        ref = a.astype(np.float64) @ w.T.astype(np.float64)
-        tol = 1e-4 if dtype == np.float32 else 1e-12
-        np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.sqrt(k))
-
-
-def test_matmul_nan_and_empty():
-    a = np.ones((5, 100), np.float32)
-    a[2, 50] = np.nan
-    w = np.ones((4, 100), np.float32)
-    out = np.zeros((5, 4), np.float32)
-    matmul(a, w.T, out)
-    assert np.isnan(out[2]).all() and not np.isnan(np.delete(out, 2, axis=0)).any()
-    matmul(np.ones((0, 100), np.float32), w.T, np.zeros((0, 4), np.float32))
-    out = np.full((3, 4), np.nan, np.float32)
-    matmul(np.ones((3, 0), np.float32), np.ones((0, 4), np.float32), out)
-    assert (out == 0).all()
 
 
 def _mlp_step(dtype: str, hidden: int = 128):
@@ -153,3 +84,19 @@ def test_reduction_one_dispatch_call_matches_the_task_path():
             reduction._dims_arg = saved
         for a, r in zip(got, ref):
             assert a.tobytes() == r.tobytes()
+
+
+def test_fused_matmul_epilogue_falls_back_for_an_operand_without_a_contiguous_axis():
+    """gemm needs rows or columns contiguous: any other view takes the library kernel's path (which copies)."""
+    from compiler.codegen.cpu import _FusedMatmul
+
+    calls = []
+    fused = _FusedMatmul(lambda *a: calls.append("fused"), "", 0, 1, 2, None)
+    run = fused.runner(lambda *a: calls.append("fallback"))
+    a = np.ones((4, 6), np.float32)
+    b = np.ones((6, 10), np.float32)
+    out = np.empty((4, 5), np.float32)
+    run(a, b[:, ::2], out)
+    run(a, b[:, :5], out)
+    run(a[:, ::2], b[::2, :5], out)
+    assert calls == ["fallback", "fused", "fallback"]
