@@ -12,15 +12,20 @@ from numba.core.errors import TypingError
 from compiler.codegen.cpu.simd import (
     VECTOR_BITS,
     lanes_for,
+    prefetch,
     vadd,
     vbcast,
     vfma,
     vlanes,
     vload,
+    vload_strided2,
     vmax,
     vmul,
     vsplat,
     vstore,
+    vstore_lanes,
+    vstore_pairs,
+    vsub,
     vsum,
     vzero,
 )
@@ -99,3 +104,64 @@ def test_type_errors_name_the_operation():
 
     with pytest.raises(TypingError, match="vadd: expected two vectors of one kind"):
         mixed(np.zeros(32, np.float32), np.zeros(32, np.float64))
+
+
+@njit(cache=True)
+def _masked_ops(a, b, out, flags, idx, e0, e1):  # noqa: ANN001, ANN202
+    vstore_pairs(out, idx, vload(a, 0), vload(b, 0), e0, e1)
+    vstore_pairs(flags, idx, vload(a, 0), vload(b, 0), e0, e1)
+
+
+@njit(cache=True)
+def _lanes_ops(a, b, out, idx, e0, e1):  # noqa: ANN001, ANN202
+    prefetch(out, idx + 10**9, True)  # a hint: never faults, even far outside the array
+    prefetch(a, 0, False)
+    vstore_lanes(out, idx, vsub(vload(a, 0), vload(b, 0)), e0, e1)
+
+
+@njit(cache=True)
+def _strided(a, out, idx, e0, e1):  # noqa: ANN001, ANN202
+    vstore(out, 0, vload_strided2(a, idx, e0, e1, 0))
+    vstore(out, vlanes(out), vload_strided2(a, idx, e0, e1, 1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_masked_and_interleaving_stores_touch_only_their_range(dtype):
+    """vstore_pairs (values, and ``> 0`` flags into a boolean array) and vstore_lanes write exactly the
+    elements of their range, at an index that may start before the array (only in-range lanes are touched)."""
+    n = lanes_for(dtype)
+    a = np.arange(n, dtype=dtype) - 3
+    a[2] = np.nan
+    b = 100 + np.arange(n, dtype=dtype)
+    stream = np.empty(2 * n, dtype)
+    stream[0::2], stream[1::2] = a, b
+    for idx, e0, e1 in ((0, 0, 2 * n), (5, 3, 11), (2 - n, n + 1, 2 * n - 1), (0, 4, 4)):
+        out, flags = np.full(3 * n, -1, dtype), np.zeros(3 * n, np.bool_)
+        _masked_ops(a, b, out, flags, idx, e0, e1)
+        want, want_flags = np.full(3 * n, -1, dtype), np.zeros(3 * n, np.bool_)
+        want[idx + e0 : idx + e1] = stream[e0:e1]
+        want_flags[idx + e0 : idx + e1] = stream[e0:e1] > 0  # NaN: False, as np.greater
+        np.testing.assert_array_equal(out, want)
+        np.testing.assert_array_equal(flags, want_flags)
+        lo, hi = min(e0, n), min(e1, n)
+        out = np.full(2 * n, -1, dtype)
+        _lanes_ops(a, b, out, 3, lo, hi)
+        want = np.full(2 * n, -1, dtype)
+        want[3 + lo : 3 + hi] = (a - b)[lo:hi]
+        np.testing.assert_array_equal(out, want)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_strided_loads_split_even_and_odd_elements(dtype):
+    """vload_strided2: every other element from ``idx`` (+1 for the odd phase), 0 outside ``[e0, e1)`` of the
+    2-vector stream, never reading there (``idx`` may lie before the array)."""
+    n = lanes_for(dtype)
+    a = np.arange(1, 3 * n + 1, dtype=dtype)
+    for idx, e0, e1 in ((0, 0, 2 * n), (5, 1, n + 3), (-1, 1, 2 * n), (2 * n, 0, n)):
+        out = np.empty(2 * n, dtype)
+        _strided(a, out, idx, e0, e1)
+        stream = np.zeros(2 * n, dtype)
+        for e in range(max(e0, 0), min(e1, 2 * n)):
+            stream[e] = a[idx + e]
+        np.testing.assert_array_equal(out[:n], stream[0::2])
+        np.testing.assert_array_equal(out[n:], stream[1::2])
