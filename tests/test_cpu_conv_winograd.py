@@ -162,3 +162,15 @@ def test_compiled_eval_net_runs_winograd_with_its_epilogue(rng):
     assert conv_kernels[0].source is None  # no generated epilogue loop: all of it in the kernel's store
     names = {getattr(d, "__name__", "") for d in conv_kernels[0].dispatchers}
     assert "_winograd_range" in names
+
+
+def test_winograd_with_no_input_channels_or_samples_gives_the_bias_alone():
+    b = np.array([0.5, -1.0, 2.0], np.float32)
+    run, _, _ = winograd_conv_runners((1, 1), 0)
+    out = np.full((2, 3, 4, 5), 7, np.float32)
+    mask = np.zeros(out.shape, np.bool_)
+    run(np.zeros((2, 0, 4, 5), np.float32), np.zeros((3, 0, 3, 3), np.float32), out, b, True, mask)
+    np.testing.assert_array_equal(out, np.broadcast_to(np.maximum(b, 0).reshape(1, 3, 1, 1), out.shape))
+    np.testing.assert_array_equal(mask, np.broadcast_to((b > 0).reshape(1, 3, 1, 1), out.shape))
+    empty = np.zeros((0, 3, 4, 5), np.float32)
+    run(np.zeros((0, 8, 4, 5), np.float32), np.zeros((3, 8, 3, 3), np.float32), empty, b)  # nothing to do

@@ -337,6 +337,27 @@ def simd_conv_efficiency(
 _NO_MASK = np.empty((0, 0, 0, 0), np.bool_)
 
 
+def _padded_bias(buffer: _Workspaces, bias: np.ndarray | None, o_n: int, dtype: np.dtype) -> np.ndarray:
+    """``bias`` (any shape of ``o_n`` values; None: zeros) as ``o_n + 8`` values in the runner's workspace, zero
+    past ``o_n``: every 8-channel tile reads 8 entries."""
+    bvec = buffer("b", o_n + 8, dtype)[: o_n + 8]
+    bvec[:] = 0
+    if bias is not None:
+        bvec[:o_n] = np.reshape(bias, -1)
+    return bvec
+
+
+def _bias_alone(out: np.ndarray, bvec: np.ndarray, relu: bool, mask: np.ndarray | None) -> None:
+    """The result of a convolution with no input channels (or no samples): the bias alone, then the epilogue
+    (a 2x2 max pool of a constant is the constant)."""
+    o_n = out.shape[1]
+    out[...] = bvec[:o_n].reshape(o_n, 1, 1)
+    if mask is not None:
+        np.greater(out, 0, out=mask)
+    if relu:
+        np.maximum(out, 0, out=out)
+
+
 class _Workspaces:
     """Flat scratch arrays by name, kept by a runner across calls and regrown only when a call needs more (each
     runner is one kernel of one compiled function, and a function runs one call at a time)."""
@@ -395,10 +416,7 @@ def simd_conv_runners(
             wt = wt[: groups * ncb * cin * kh * kw * 8].reshape(groups, ncb, cin, kh, kw, 8)
             _pack_weights(b, groups, transposed, wt)
             o_n = out.shape[1]
-            bvec = buffer("b", o_n + 8, out.dtype)[: o_n + 8]  # padded: every tile reads 8 entries
-            bvec[:] = 0
-            if bias is not None:
-                bvec[:o_n] = np.reshape(bias, -1)
+            bvec = _padded_bias(buffer, bias, o_n, out.dtype)
             if pool_hi_pads is None:
                 oh, ow = out.shape[2], out.shape[3]
             else:
@@ -424,12 +442,8 @@ def simd_conv_runners(
                 return
             if nsp == 1 and mask is not None:
                 mask = mask[:, :, None, :]
-            if a.shape[0] == 0 or a.shape[1] == 0:  # no input channels: the bias alone
-                out[...] = bvec[:o_n].reshape(o_n, 1, 1)
-                if mask is not None:
-                    np.greater(out, 0, out=mask)
-                if relu:
-                    np.maximum(out, 0, out=out)
+            if a.shape[0] == 0 or a.shape[1] == 0:
+                _bias_alone(out, bvec, relu, mask)
                 return
             dims = (*p, oh, ow, int(pool_hi_pads is not None))
             m = _NO_MASK if mask is None else mask

@@ -35,7 +35,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from compiler.codegen.cpu.conv_simd import _tile_rows, _Workspaces
+from compiler.codegen.cpu.conv_simd import _bias_alone, _padded_bias, _tile_rows, _Workspaces
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from compiler.codegen.cpu.simd import (
     lanes_for,
@@ -402,18 +402,11 @@ def winograd_conv_runners(
             ncb = -(-o_n // 8)
             ut = buffer("u", 16 * ncb * c_n * 8, w.dtype)[: 16 * ncb * c_n * 8].reshape(16, ncb, c_n, 8)
             _transform_weights(w, ut)
-            bvec = buffer("b", o_n + 8, out.dtype)[: o_n + 8]
-            bvec[:] = 0
-            if bias is not None:
-                bvec[:o_n] = np.reshape(bias, -1)
+            bvec = _padded_bias(buffer, bias, o_n, out.dtype)
             if out.size == 0:
                 return
-            if n == 0 or c_n == 0:  # no input channels: the bias alone
-                out[...] = bvec[:o_n].reshape(o_n, 1, 1)
-                if mask is not None:
-                    np.greater(out, 0, out=mask)
-                if relu:
-                    np.maximum(out, 0, out=out)
+            if n == 0 or c_n == 0:
+                _bias_alone(out, bvec, relu, mask)
                 return
             th, tw = (oh + 1) // 2, (ow + 1) // 2
             r = tw + 1
