@@ -21,8 +21,10 @@ CONFIGS = {
     "one-pixel": ((2, 8, 1, 1), 9, ((1, 1), (1, 1))),
     "wide-row": ((1, 8, 3, 41), 16, ((1, 1), (1, 1))),
     "one-column": ((2, 8, 5, 3), 8, ((0, 1), (0, 0))),
+    "f4-odd-tiles": ((2, 8, 10, 11), 8, ((1, 1), (1, 1))),  # 4x4 tiles: outputs 10x11, 2-3 of 4 rows/columns
+    "f4-pool-edge": ((1, 8, 18, 17), 9, ((0, 2), (1, 0))),
 }
-RTOL = {np.float32: 2e-5, np.float64: 1e-12}
+RTOL = {np.float32: 2e-5, np.float64: 1e-12}  # of the largest |output|: F(4x4)'s float32 error is ~3e-6 here
 
 
 def reference(x, w, padding, bias=None):
@@ -48,15 +50,17 @@ def arrays(rng, xs, o, dtype):
     return x, w, rng.standard_normal(o).astype(dtype)
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_winograd_matches_reference_with_every_epilogue(rng, name, dtype):
-    """Plain, bias + ReLU + the boolean ReLU mask, and the fused 2x2 max pool; batch 1 and the config's; the
-    parallel runner with no threshold (so batch 1 splits one sample's tiles) and its serial twin."""
+def test_winograd_matches_reference_with_every_epilogue(rng, name, dtype, tile):
+    """F(2x2, 3x3) and F(4x4, 3x3): plain, bias + ReLU + the boolean ReLU mask, and the fused 2x2 max pool;
+    batch 1 and the config's; the parallel runner with no threshold (so batch 1 splits one sample's tiles) and
+    its serial twin."""
     xs, o, padding = CONFIGS[name]
     top_left, bottom_right = (padding[0][0], padding[1][0]), (padding[0][1], padding[1][1])
-    run, serial, _ = winograd_conv_runners(top_left, 0)
-    run_pool, serial_pool, _ = winograd_conv_runners(top_left, 0, bottom_right)
+    run, serial, _ = winograd_conv_runners(top_left, 0, tile=tile)
+    run_pool, serial_pool, _ = winograd_conv_runners(top_left, 0, bottom_right, tile=tile)
     for batch in (xs[0], 1):
         x, w, b = arrays(rng, (batch, *xs[1:]), o, dtype)
         ref = reference(x, w, padding)
@@ -80,12 +84,12 @@ def test_winograd_matches_reference_with_every_epilogue(rng, name, dtype):
 
 
 def test_winograd_pool_propagates_nan(rng):
-    """A NaN input makes the pooled outputs over it NaN (max_pool's rule: NaN wins) and no others. (Here the
-    windows over it are whole tiles; in general a non-finite input spreads to the whole 2x2 tiles whose 4x4
-    patch holds it, as in any Winograd convolution.)"""
+    """A NaN input makes the pooled outputs over it NaN (max_pool's rule: NaN wins) and no others. (Here, with
+    2x2 tiles, the windows over it are whole tiles; in general a non-finite input spreads to the whole tiles
+    whose patch holds it, as in any Winograd convolution.)"""
     x, w, b = arrays(rng, (1, 8, 8, 8), 8, np.float32)
     x[0, 3, 4, 4] = np.nan
-    _, serial, _ = winograd_conv_runners((1, 1), 0, (1, 1))
+    _, serial, _ = winograd_conv_runners((1, 1), 0, (1, 1), tile=2)
     out = np.zeros((1, 8, 4, 4), np.float32)
     serial(x, w, out, b, False)
     want = np.isnan(pool2(reference(x, w, ((1, 1), (1, 1)))))
@@ -108,7 +112,9 @@ def conv_node(x_shape, w_shape, stride=(1, 1), padding=((1, 1), (1, 1)), dilatio
 
 def test_winograd_is_the_default_for_3x3_stride_1_with_enough_channels():
     assert L.default_conv_algo(conv_node((None, 16, None, None), (32, 16, 3, 3))) == "winograd"
-    assert L.default_conv_algo(conv_node((None, 8, 9, 9), (8, 8, 3, 3))) == "winograd"
+    assert L.default_conv_algo(conv_node((None, 8, 10, 12), (8, 8, 3, 3))) == "winograd"
+    # small images: the dropped border tiles weigh more than the saved multiplications
+    assert L.default_conv_algo(conv_node((None, 8, 9, 9), (8, 8, 3, 3))) != "winograd"
     # too few channels for the transforms to pay: the direct kernels
     assert L.default_conv_algo(conv_node((None, 3, 32, 32), (16, 3, 3, 3))) != "winograd"
     assert L.default_conv_algo(conv_node((None, 16, 32, 32), (4, 16, 3, 3))) != "winograd"

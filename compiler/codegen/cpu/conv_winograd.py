@@ -41,14 +41,18 @@ from compiler.codegen.cpu.simd import (
     lanes_for,
     prefetch,
     vadd,
+    vfma,
     vlanes,
     vload,
     vload_strided2,
+    vload_strided4,
     vmax,
+    vmul,
     vsplat,
     vstore,
     vstore_lanes,
     vstore_pairs,
+    vstore_quads,
     vsub,
     vzero,
 )
@@ -58,6 +62,12 @@ __all__ = ["WINOGRAD_CHUNK", "winograd_applies", "winograd_conv_dispatchers", "w
 #: tile positions per chunk: the chunk's transformed input (16 x C x chunk values) and one 8-channel block of
 #: its GEMM results (16 x 8 x chunk) stay in L2/L1; a multiple of every vector pair width (32 float32 values)
 WINOGRAD_CHUNK = 128
+
+#: F(4x4, 3x3) where both output dims are at least this: 36 multiplications per 16 outputs instead of 64, but
+#: larger transforms, 6x the rounding error of F(2x2) (both far inside float32 test tolerances), and more tiles
+#: dropped at the borders. Measured single-threaded per sample: 16->32 channels at 32x32 65 us against 74-80 with
+#: F(2x2); 32->32 channels at 16x16 40 against 41 (so F(2x2) there, the more accurate)
+WINOGRAD_F4_MIN_SIZE = 24
 
 #: the planes of at most this many bytes of samples are built at once (per thread), so that they stay in L2
 _GROUP_BYTES = 256 * 1024
@@ -76,52 +86,152 @@ def winograd_applies(w_shape: tuple, stride: tuple, dilation: tuple, groups: int
 
 
 @njit(cache=True)
-def _transform_weights(w, ut):  # noqa: ANN001, ANN202
-    """``ut (16, NCB, C, 8)``: ``U = G g G^T`` of each 3x3 filter ``g = w[o, c]`` (computed in float64), at
-    ``ut[k, o // 8, c, o % 8]`` with ``k = 4*row + col``; zero past the last output channel."""
+def _transform_weights(w, ut, t):  # noqa: ANN001, ANN202
+    """``ut (K, NCB, C, 8)``, ``K = (t+2)**2``: ``U = G g G^T`` of each 3x3 filter ``g = w[o, c]`` for F(t x t,
+    3x3) (``t`` 2 or 4; computed in float64), at ``ut[k, o // 8, c, o % 8]`` with ``k = (t+2)*row + col``; zero
+    past the last output channel."""
     o_n, c_n = w.shape[0], w.shape[1]
+    a_n = t + 2
+    g_mat = np.zeros((a_n, 3))
+    if t == 2:
+        g_mat[0, 0] = 1.0
+        g_mat[1, :] = 0.5
+        g_mat[2, 0], g_mat[2, 1], g_mat[2, 2] = 0.5, -0.5, 0.5
+        g_mat[3, 2] = 1.0
+    else:
+        g_mat[0, 0] = 0.25
+        g_mat[1, :] = -1.0 / 6.0
+        g_mat[2, 0], g_mat[2, 1], g_mat[2, 2] = -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0
+        g_mat[3, 0], g_mat[3, 1], g_mat[3, 2] = 1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0
+        g_mat[4, 0], g_mat[4, 1], g_mat[4, 2] = 1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0
+        g_mat[5, 2] = 1.0
     ut[:] = 0
-    t = np.empty((4, 3))
+    tmp = np.empty((a_n, 3))
     for o in range(o_n):
         for c in range(c_n):
-            for s in range(3):
-                g0, g1, g2 = np.float64(w[o, c, 0, s]), np.float64(w[o, c, 1, s]), np.float64(w[o, c, 2, s])
-                t[0, s] = g0
-                t[1, s] = 0.5 * (g0 + g1 + g2)
-                t[2, s] = 0.5 * (g0 - g1 + g2)
-                t[3, s] = g2
-            for a in range(4):
-                u = (t[a, 0], 0.5 * (t[a, 0] + t[a, 1] + t[a, 2]), 0.5 * (t[a, 0] - t[a, 1] + t[a, 2]), t[a, 2])
-                for b in range(4):
-                    ut[4 * a + b, o // 8, c, o % 8] = u[b]
+            for a in range(a_n):
+                for s in range(3):
+                    acc = 0.0
+                    for q in range(3):
+                        acc += g_mat[a, q] * np.float64(w[o, c, q, s])
+                    tmp[a, s] = acc
+            for a in range(a_n):
+                for b in range(a_n):
+                    acc = 0.0
+                    for s in range(3):
+                        acc += tmp[a, s] * g_mat[b, s]
+                    ut[a_n * a + b, o // 8, c, o % 8] = acc
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _build_planes(xf, src, c_n, h, w, pl, plen, off, th, r, ph, pw):  # noqa: ANN001, ANN202
-    """The polyphase planes of the sample at flat offset ``src`` of ``xf`` (C, H, W), padded by (ph, pw) at the
-    top/left and with zeros past its end: ``pl[(c*4 + 2*pr + pc)*plen + off + i*r + m] = xpad[c, 2i+pr,
-    2m+pc]`` for ``i <= th``, ``m < r``. Explicit vectors (:func:`vload_strided2` splits a row's even and odd
-    columns, masked at its ends): LLVM's vectoriser left rows of 16-17 columns in its scalar remainder."""
+def _build_planes(xf, src, c_n, h, w, pl, plen, off, th, r, ph, pw, t):  # noqa: ANN001, ANN202
+    """The polyphase planes (stride ``t``, 2 or 4) of the sample at flat offset ``src`` of ``xf`` (C, H, W),
+    padded by (ph, pw) at the top/left and with zeros past its end: ``pl[(c*t*t + t*pr + pc)*plen + off + i*r +
+    m] = xpad[c, t*i + pr, t*m + pc]`` for ``i <= th``, ``m < r``. Explicit vectors (:func:`vload_strided2` and
+    :func:`vload_strided4` split a row's columns by phase, masked at its ends): LLVM's vectoriser left rows of
+    16-17 columns in its scalar remainder."""
     lanes = vlanes(pl)
     zero = vzero(pl)
     for c in range(c_n):
         for i in range(th + 1):
-            for pr in range(2):  # the rows of the sample in order, for the hardware prefetcher
-                y = 2 * i + pr - ph
-                d0 = (c * 4 + 2 * pr) * plen + off + i * r
-                d1 = d0 + plen
+            for pr in range(t):  # the rows of the sample in order, for the hardware prefetcher
+                y = t * i + pr - ph
+                d0 = (c * t * t + t * pr) * plen + off + i * r
                 inside = 0 <= y < h
                 s = src + (c * h + y) * w - pw  # padded column x of the row is xf[s + x]
                 for m0 in range(0, r, lanes):
                     n = min(lanes, r - m0)
-                    if inside:
-                        # stream element e = padded column 2*m0 + e; real columns pw .. pw + w - 1
-                        lo, hi = pw - 2 * m0, pw + w - 2 * m0
+                    if not inside:
+                        for pc in range(t):
+                            vstore_lanes(pl, d0 + pc * plen + m0, zero, 0, n)
+                        continue
+                    # stream element e = padded column t*m0 + e; real columns pw .. pw + w - 1
+                    lo, hi = pw - t * m0, pw + w - t * m0
+                    if t == 2:
                         vstore_lanes(pl, d0 + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 0), 0, n)
-                        vstore_lanes(pl, d1 + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 1), 0, n)
+                        vstore_lanes(pl, d0 + plen + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 1), 0, n)
                     else:
-                        vstore_lanes(pl, d0 + m0, zero, 0, n)
-                        vstore_lanes(pl, d1 + m0, zero, 0, n)
+                        e = s + 4 * m0
+                        vstore_lanes(pl, d0 + m0, vload_strided4(xf, e, lo, hi, 0), 0, n)
+                        vstore_lanes(pl, d0 + plen + m0, vload_strided4(xf, e, lo, hi, 1), 0, n)
+                        vstore_lanes(pl, d0 + 2 * plen + m0, vload_strided4(xf, e, lo, hi, 2), 0, n)
+                        vstore_lanes(pl, d0 + 3 * plen + m0, vload_strided4(xf, e, lo, hi, 3), 0, n)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _bt6(d0, d1, d2, d3, d4, d5, four, five, two):  # noqa: ANN001, ANN202
+    """``B^T d`` of F(4x4, 3x3) on six vectors (``four``, ``five``, ``two``: splat constants)."""
+    u0 = vfma(four, d0, vsub(d4, vmul(five, d2)))
+    a = vsub(d4, vmul(four, d2))
+    b = vsub(d3, vmul(four, d1))
+    c = vsub(d4, d2)
+    e = vmul(two, vsub(d3, d1))
+    u5 = vfma(four, d1, vsub(d5, vmul(five, d3)))
+    return u0, vadd(a, b), vsub(a, b), vadd(c, e), vsub(c, e), u5
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row6(pl, p0, p1, p2, p3, o):  # noqa: ANN001, ANN202
+    """The six values of one patch row at flat offset ``o``: the planes of column phases 0-3 (row starts
+    ``p0 .. p3``), then phases 0 and 1 one tile column on."""
+    return (
+        vload(pl, p0 + o),
+        vload(pl, p1 + o),
+        vload(pl, p2 + o),
+        vload(pl, p3 + o),
+        vload(pl, p0 + o + 1),
+        vload(pl, p1 + o + 1),
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _transform_input4(pl, plen, q0, c_n, r, vt, chunk, step):  # noqa: ANN001, ANN202
+    """F(4x4, 3x3): ``vt[k*step + c*chunk + p] = (B^T d B)[k]`` (``k = 6*row + col``) of the 6x6 patches of the
+    tiles at flat positions ``q0 + p``, ``p < chunk``: patch value ``(a, b)`` is plane ``(a % 4, b % 4)`` at
+    offset ``(a // 4)*r + b // 4``."""
+    lanes = vlanes(pl)
+    four, five, two = vsplat(vzero(pl), 4.0), vsplat(vzero(pl), 5.0), vsplat(vzero(pl), 2.0)
+    for c in range(c_n):
+        base = c * 16 * plen + q0
+        for p in range(0, chunk, lanes):
+            # plane (pr, pc) starts at base + (4*pr + pc)*plen; patch rows 4 and 5 are rows 0 and 1 one tile on
+            x0 = _row6(pl, base, base + plen, base + 2 * plen, base + 3 * plen, p)
+            x1 = _row6(pl, base + 4 * plen, base + 5 * plen, base + 6 * plen, base + 7 * plen, p)
+            x2 = _row6(pl, base + 8 * plen, base + 9 * plen, base + 10 * plen, base + 11 * plen, p)
+            x3 = _row6(pl, base + 12 * plen, base + 13 * plen, base + 14 * plen, base + 15 * plen, p)
+            x4 = _row6(pl, base, base + plen, base + 2 * plen, base + 3 * plen, p + r)
+            x5 = _row6(pl, base + 4 * plen, base + 5 * plen, base + 6 * plen, base + 7 * plen, p + r)
+            # B^T down each column, then B^T along each row
+            c0 = _bt6(x0[0], x1[0], x2[0], x3[0], x4[0], x5[0], four, five, two)
+            c1 = _bt6(x0[1], x1[1], x2[1], x3[1], x4[1], x5[1], four, five, two)
+            c2 = _bt6(x0[2], x1[2], x2[2], x3[2], x4[2], x5[2], four, five, two)
+            c3 = _bt6(x0[3], x1[3], x2[3], x3[3], x4[3], x5[3], four, five, two)
+            c4 = _bt6(x0[4], x1[4], x2[4], x3[4], x4[4], x5[4], four, five, two)
+            c5 = _bt6(x0[5], x1[5], x2[5], x3[5], x4[5], x5[5], four, five, two)
+            o = c * chunk + p
+            v = _bt6(c0[0], c1[0], c2[0], c3[0], c4[0], c5[0], four, five, two)
+            _store6(vt, o, step, v)
+            v = _bt6(c0[1], c1[1], c2[1], c3[1], c4[1], c5[1], four, five, two)
+            _store6(vt, o + 6 * step, step, v)
+            v = _bt6(c0[2], c1[2], c2[2], c3[2], c4[2], c5[2], four, five, two)
+            _store6(vt, o + 12 * step, step, v)
+            v = _bt6(c0[3], c1[3], c2[3], c3[3], c4[3], c5[3], four, five, two)
+            _store6(vt, o + 18 * step, step, v)
+            v = _bt6(c0[4], c1[4], c2[4], c3[4], c4[4], c5[4], four, five, two)
+            _store6(vt, o + 24 * step, step, v)
+            v = _bt6(c0[5], c1[5], c2[5], c3[5], c4[5], c5[5], four, five, two)
+            _store6(vt, o + 30 * step, step, v)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _store6(vt, o, step, v):  # noqa: ANN001, ANN202
+    """The six vectors ``v`` at ``o``, ``o + step``, ... (one patch row's frequencies)."""
+    vstore(vt, o, v[0])
+    vstore(vt, o + step, v[1])
+    vstore(vt, o + 2 * step, v[2])
+    vstore(vt, o + 3 * step, v[3])
+    vstore(vt, o + 4 * step, v[4])
+    vstore(vt, o + 5 * step, v[5])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -195,79 +305,170 @@ def _output_tile(mf, base, p, chunk, blk):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _tile_runs(q, lim, q_lane0, geo, runs):  # noqa: ANN001, ANN202
+    """The tiles at local flat positions ``q .. lim`` (one vector's, lane 0 at ``q_lane0``) that store outputs,
+    as runs along tile rows in ``runs``: (first lane, count, sample, tile row, tile column); returns how many.
+    ``geo = (s0, S, R, TH, TW, OH, OW, O, pool, t)``: the group's first sample, the plane geometry, the output
+    size and channel count, whether the output is the 2x2 max pool, and the tile size."""
+    s0, ss, r, th, tw, oh, ow, o_n, pool, t = geo
+    if pool:  # a tile covers t/2 x t/2 pooled outputs
+        tile_rows, cols = (oh // 2 + t // 2 - 1) // (t // 2), (ow // 2 + t // 2 - 1) // (t // 2)
+    else:
+        tile_rows, cols = th, tw
+    sl = q // ss
+    rem = q - sl * ss
+    i = rem // r
+    m = rem - i * r
+    nrun = 0
+    while q < lim:
+        n = min(lim - q, r - m)
+        nv = min(n, cols - m)
+        if i < tile_rows and nv > 0:
+            runs[nrun, 0] = q - q_lane0
+            runs[nrun, 1] = nv
+            runs[nrun, 2] = s0 + sl
+            runs[nrun, 3] = i
+            runs[nrun, 4] = m
+            nrun += 1
+        q += n
+        m += n
+        if m == r:
+            m = 0
+            i += 1
+            if i == th + 1:
+                i = 0
+                sl += 1
+    return nrun
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _store_block(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
-    """Output transform + epilogue of block ``cb`` (``rows`` channels) of the chunk at local flat position
-    ``q0`` (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored for the
-    tiles before ``qend``. ``geo = (s0, S, R, TH, TW, OH, OW, O, pool)``: the group's first sample and the plane
-    geometry, the output size and channel count, and whether ``of`` is the 2x2 max pool. ``runs``: scratch for
-    one vector's runs of stored tiles."""
-    s0, ss, r, th, tw, oh, ow, o_n, pool = geo
+    """F(2x2, 3x3): output transform + epilogue of block ``cb`` (``rows`` channels) of the chunk at local flat
+    position ``q0`` (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored
+    for the tiles before ``qend`` (``geo`` as in :func:`_tile_runs`). ``runs``: scratch."""
+    oh, ow, o_n, pool = geo[5], geo[6], geo[7], geo[8]
     lanes = vlanes(mf)
     zero = vzero(mf)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
-    cols, tile_rows = (pw2, ph2) if pool else (tw, th)
-    plane = ph2 * pw2 if pool else oh * ow  # the output's channel stride
     for p in range(0, chunk, lanes):
-        # the vector's tiles that are stored, as runs along tile rows: (first lane, count, output offset of the
-        # block's first channel, end of the pair stream, whether a second output row exists)
         q = q0 + p
-        lim = min(q + lanes, qend)
-        if q >= lim:
-            break
-        sl = q // ss
-        rem = q - sl * ss
-        i = rem // r
-        m = rem - i * r
-        nrun = 0
-        while q < lim:
-            n = min(lim - q, r - m)
-            nv = min(n, cols - m)
-            if i < tile_rows and nv > 0:
-                a = q - q0 - p
-                ch0 = (s0 + sl) * o_n + cb * 8
-                runs[nrun, 0] = a
-                runs[nrun, 1] = a + nv
-                if pool:
-                    runs[nrun, 2] = (ch0 * ph2 + i) * pw2 + m - a
-                else:
-                    runs[nrun, 2] = (ch0 * oh + 2 * i) * ow + 2 * (m - a)
-                    runs[nrun, 3] = 2 * (a + nv) - (1 if (m + nv == tw and ow % 2) else 0)
-                    runs[nrun, 4] = 2 * i + 1 < oh
-                nrun += 1
-            q += n
-            m += n
-            if m == r:
-                m = 0
-                i += 1
-                if i == th + 1:
-                    i = 0
-                    sl += 1
+        nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
         if nrun == 0:
             continue
         for j in range(rows):
-            y00, y01, y10, y11 = _output_tile(mf, (cb * 8 + j) * mrow, p, chunk, chunk)
-            b = vsplat(zero, bias[cb * 8 + j])
+            co = cb * 8 + j
+            y00, y01, y10, y11 = _output_tile(mf, co * mrow, p, chunk, chunk)
+            b = vsplat(zero, bias[co])
             if pool:
                 v = vadd(vmax(vmax(y00, y01), vmax(y10, y11)), b)
                 if relu:
                     v = vmax(v, zero)
                 for u in range(nrun):
-                    vstore_lanes(of, runs[u, 2] + j * plane, v, runs[u, 0], runs[u, 1])
+                    a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                    vstore_lanes(of, ((s * o_n + co) * ph2 + i) * pw2 + m - a, v, a, a + nv)
                 continue
             y00, y01, y10, y11 = vadd(y00, b), vadd(y01, b), vadd(y10, b), vadd(y11, b)
             r00, r01, r10, r11 = y00, y01, y10, y11
             if relu:
                 r00, r01, r10, r11 = vmax(y00, zero), vmax(y01, zero), vmax(y10, zero), vmax(y11, zero)
             for u in range(nrun):
-                d, e0, e1 = runs[u, 2] + j * plane, 2 * runs[u, 0], runs[u, 3]
+                a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                d = ((s * o_n + co) * oh + 2 * i) * ow + 2 * (m - a)
+                e1 = 2 * (a + nv) - max(0, 2 * (m + nv) - ow)  # an odd width: the last tile's second column
                 if masked:
-                    vstore_pairs(mk, d, y00, y01, e0, e1)
-                vstore_pairs(of, d, r00, r01, e0, e1)
-                if runs[u, 4]:
+                    vstore_pairs(mk, d, y00, y01, 2 * a, e1)
+                vstore_pairs(of, d, r00, r01, 2 * a, e1)
+                if 2 * i + 1 < oh:
                     if masked:
-                        vstore_pairs(mk, d + ow, y10, y11, e0, e1)
-                    vstore_pairs(of, d + ow, r10, r11, e0, e1)
+                        vstore_pairs(mk, d + ow, y10, y11, 2 * a, e1)
+                    vstore_pairs(of, d + ow, r10, r11, 2 * a, e1)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _at6(m0, m1, m2, m3, m4, m5, two, four, eight):  # noqa: ANN001, ANN202
+    """``A^T m`` of F(4x4, 3x3) on six vectors (``two``, ``four``, ``eight``: splat constants)."""
+    s12, d12, s34, d34 = vadd(m1, m2), vsub(m1, m2), vadd(m3, m4), vsub(m3, m4)
+    return vadd(vadd(m0, s12), s34), vfma(two, d34, d12), vfma(four, s34, s12), vadd(vfma(eight, d34, d12), m5)
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _freq_column(mf, o, blk, b, two, four, eight):  # noqa: ANN001, ANN202
+    """``A^T`` down column ``b`` of the 6x6 frequencies (``k = 6*row + col``, rows ``blk`` apart from ``o``)."""
+    return _at6(
+        vload(mf, o + b * blk),
+        vload(mf, o + (6 + b) * blk),
+        vload(mf, o + (12 + b) * blk),
+        vload(mf, o + (18 + b) * blk),
+        vload(mf, o + (24 + b) * blk),
+        vload(mf, o + (30 + b) * blk),
+        two,
+        four,
+        eight,
+    )
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _nan_max4(a, b, c, d):  # noqa: ANN001, ANN202
+    return vmax(vmax(a, b), vmax(c, d))
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _store_block4(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
+    """F(4x4, 3x3): as :func:`_store_block`, 36 frequencies per channel and 4x4 output tiles: rows of four
+    interleaved vectors (:func:`vstore_quads`), or with the pool 2x2 pooled values per tile (pairs)."""
+    oh, ow, o_n, pool = geo[5], geo[6], geo[7], geo[8]
+    lanes = vlanes(mf)
+    zero = vzero(mf)
+    two, four, eight = vsplat(zero, 2.0), vsplat(zero, 4.0), vsplat(zero, 8.0)
+    masked = mk.shape[0] > 0
+    pw2, ph2 = ow // 2, oh // 2
+    for p in range(0, chunk, lanes):
+        q = q0 + p
+        nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
+        if nrun == 0:
+            continue
+        for j in range(rows):
+            co = cb * 8 + j
+            o = co * mrow + p
+            s0 = _freq_column(mf, o, chunk, 0, two, four, eight)
+            s1 = _freq_column(mf, o, chunk, 1, two, four, eight)
+            s2 = _freq_column(mf, o, chunk, 2, two, four, eight)
+            s3 = _freq_column(mf, o, chunk, 3, two, four, eight)
+            s4 = _freq_column(mf, o, chunk, 4, two, four, eight)
+            s5 = _freq_column(mf, o, chunk, 5, two, four, eight)
+            y0 = _at6(s0[0], s1[0], s2[0], s3[0], s4[0], s5[0], two, four, eight)
+            y1 = _at6(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1], two, four, eight)
+            y2 = _at6(s0[2], s1[2], s2[2], s3[2], s4[2], s5[2], two, four, eight)
+            y3 = _at6(s0[3], s1[3], s2[3], s3[3], s4[3], s5[3], two, four, eight)
+            b = vsplat(zero, bias[co])
+            if pool:
+                p00 = vadd(_nan_max4(y0[0], y0[1], y1[0], y1[1]), b)
+                p01 = vadd(_nan_max4(y0[2], y0[3], y1[2], y1[3]), b)
+                p10 = vadd(_nan_max4(y2[0], y2[1], y3[0], y3[1]), b)
+                p11 = vadd(_nan_max4(y2[2], y2[3], y3[2], y3[3]), b)
+                if relu:
+                    p00, p01, p10, p11 = vmax(p00, zero), vmax(p01, zero), vmax(p10, zero), vmax(p11, zero)
+                for u in range(nrun):
+                    a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                    d = ((s * o_n + co) * ph2 + 2 * i) * pw2 + 2 * (m - a)
+                    e1 = 2 * (a + nv) - max(0, 2 * (m + nv) - pw2)
+                    vstore_pairs(of, d, p00, p01, 2 * a, e1)
+                    if 2 * i + 1 < ph2:
+                        vstore_pairs(of, d + pw2, p10, p11, 2 * a, e1)
+                continue
+            for u in range(nrun):
+                a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                d = ((s * o_n + co) * oh + 4 * i) * ow + 4 * (m - a)
+                e0, e1 = 4 * a, 4 * (a + nv) - max(0, 4 * (m + nv) - ow)  # the last tile's columns past OW
+                for row in range(min(4, oh - 4 * i)):
+                    y = y0 if row == 0 else y1 if row == 1 else y2 if row == 2 else y3
+                    v0, v1, v2, v3 = vadd(y[0], b), vadd(y[1], b), vadd(y[2], b), vadd(y[3], b)
+                    if masked:
+                        vstore_quads(mk, d + row * ow, v0, v1, v2, v3, e0, e1)
+                    if relu:
+                        v0, v1, v2, v3 = vmax(v0, zero), vmax(v1, zero), vmax(v2, zero), vmax(v3, zero)
+                    vstore_quads(of, d + row * ow, v0, v1, v2, v3, e0, e1)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -275,15 +476,16 @@ def _prefetch_outputs(of, q_lo, q_hi, geo):  # noqa: ANN001, ANN202
     """Prefetch for writing the output lines the tiles at local positions ``q_lo .. q_hi`` store (``geo`` as in
     :func:`_store_block`): issued before the chunk's GEMMs, so that its stores, which would otherwise each wait
     for their line to come from memory, find them in cache."""
-    s0, ss, r, th, tw, oh, ow, o_n, pool = geo
+    s0, ss, r, th, tw, oh, ow, o_n, pool, t = geo
     step = vlanes(of)
     sl_a, sl_b = q_lo // ss, (q_hi - 1) // ss
     i_a, i_b = (q_lo - sl_a * ss) // r, (q_hi - 1 - sl_b * ss) // r
     rows, cols = (oh // 2, ow // 2) if pool else (oh, ow)
+    per_tile = t // 2 if pool else t  # output rows per tile row
     for sl in range(sl_a, sl_b + 1):
         lo = i_a if sl == sl_a else 0
         hi = min(i_b if sl == sl_b else th - 1, th - 1)
-        r0, r1 = (lo, min(hi + 1, rows)) if pool else (2 * lo, min(2 * hi + 2, rows))
+        r0, r1 = lo * per_tile, min((hi + 1) * per_tile, rows)
         if r0 >= r1:
             continue
         for co in range(o_n):
@@ -293,20 +495,23 @@ def _prefetch_outputs(of, q_lo, q_hi, geo):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True)
-def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, t0, t1):  # noqa: ANN001, ANN202
+def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, tile, t0, t1):  # noqa: ANN001, ANN202
     """Tasks ``t0 .. t1`` of ``pws.shape[0]``: each its share of the chunks of tile positions of the whole batch
     (``dims = (ph, pw, OH, OW, group, pool, chunk, vstep, mstep)``, the last two the strides of the frequencies
     in ``vws[t]`` and of the output channels in ``mws[t]``): planes of up to ``group`` samples at a time into
     ``pws[t]``, the input transform of a chunk into ``vws[t]``, its 16 GEMMs (frequency-major) into ``mws[t]``,
     then per 8-channel block the output transform and epilogue into ``out`` (and ``mask`` when non-empty)."""
     ph, pw, oh, ow, group, pool, chunk, vstep, mstep = dims
+    # the tile size is a compile-time constant: an empty array with t dims (one compiled function per tile size,
+    # so that each holds only its own transforms: with both in one, the F(2x2) path ran 20-35% slower)
+    tsize = tile.ndim
     n, c_n, h, w = x.shape
-    ncb = ut.shape[1]
+    nk, ncb = ut.shape[0], ut.shape[1]
     o_n = out.shape[1]
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    th, tw = (oh + tsize - 1) // tsize, (ow + tsize - 1) // tsize
     r = tw + 1
     ss = (th + 1) * r
-    plen = pws.shape[1] // (4 * c_n)
+    plen = pws.shape[1] // (tsize * tsize * c_n)
     xf = x.reshape(-1)
     of = out.reshape(-1)
     mk = mask.reshape(-1)
@@ -326,9 +531,9 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, t0,
             sa = pos // ss
             sb = min(sa + group, n)
             for sl in range(sb - sa):
-                _build_planes(xf, (sa + sl) * c_n * h * w, c_n, h, w, pl, plen, sl * ss, th, r, ph, pw)
+                _build_planes(xf, (sa + sl) * c_n * h * w, c_n, h, w, pl, plen, sl * ss, th, r, ph, pw, tsize)
             qend = min(end, sb * ss) - sa * ss
-            geo = (sa, ss, r, th, tw, oh, ow, o_n, pool)
+            geo = (sa, ss, r, th, tw, oh, ow, o_n, pool, tsize)
             # the next group's input, fetched a share per chunk while this group computes
             nxt0 = sb * c_n * h * w
             nxt1 = min(sb + group, (end + ss - 1) // ss, n) * c_n * h * w
@@ -341,24 +546,32 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, t0,
                 for e in range(a0, a1, vlanes(xf)):
                     prefetch(xf, e, False)
                 _prefetch_outputs(of, q0, min(q0 + chunk, qend), geo)
-                _transform_input(pl, plen, q0, c_n, r, vt, chunk, vstep)
+                if tile.ndim == 2:
+                    _transform_input(pl, plen, q0, c_n, r, vt, chunk, vstep)
+                else:
+                    _transform_input4(pl, plen, q0, c_n, r, vt, chunk, vstep)
                 # frequency-major: each frequency's transformed input (C x chunk) stays in L1 across the blocks
-                for k in range(16):
+                for k in range(nk):
                     for cb in range(ncb):
                         m0 = cb * 8 * mstep + k * chunk
                         woff = (k * ncb + cb) * c_n * 8
                         _tile_rows(vt, k * vstep, offs, utf, woff, mt[m0 : m0 + 8 * mstep], chunk, mstep)
                 for cb in range(ncb):
                     rows = min(8, o_n - cb * 8)
-                    _store_block(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                    if tile.ndim == 2:
+                        _store_block(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                    else:
+                        _store_block4(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
             pos = sb * ss if sb * ss < end else end
 
 
 _winograd_par, _winograd_ser = task_runners(
-    _winograd_range, lambda x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs: pws.shape[0]
+    _winograd_range, lambda x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, tile: pws.shape[0]
 )
 
 _NO_MASK = np.empty((0, 0, 0, 0), np.bool_)
+#: the tile size as a type (see _winograd_range)
+_TILE_TYPES = {2: np.empty((0, 0), np.int8), 4: np.empty((0, 0, 0, 0), np.int8)}
 
 
 def _skew(n: int) -> int:
@@ -369,14 +582,16 @@ def _skew(n: int) -> int:
 
 
 def winograd_conv_runners(
-    pads: tuple[int, int], min_parallel_macs: int, pool_hi_pads: tuple[int, int] | None = None
+    pads: tuple[int, int], min_parallel_macs: int, pool_hi_pads: tuple[int, int] | None = None, tile: int | None = None
 ) -> tuple[Callable[..., None], Callable[..., None], list[object]]:
     """``(run, serial, dispatchers)``: ``run(x, w, out, bias=None, relu=False, mask=None)`` computing the 3x3
     stride-1 convolution of ``x (N, C, H, W)`` with ``w (O, C, 3, 3)`` padded by ``pads = (ph, pw)`` at the
     top/left (the bottom/right padding follows from ``out``'s shape), plus a per-channel ``bias`` (any shape of
     O values) and then ReLU when ``relu``; a boolean ``mask`` like ``out`` receives ``conv + bias > 0``. With
     ``pool_hi_pads`` (the bottom/right padding) ``out`` is the 2x2 max pool of the result (floor mode). Split
-    across the threads from ``min_parallel_macs`` direct multiply-adds; ``serial`` is the one-thread twin."""
+    across the threads from ``min_parallel_macs`` direct multiply-adds; ``serial`` is the one-thread twin.
+    ``tile``: the output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); None picks 4 for outputs of at least
+    :data:`WINOGRAD_F4_MIN_SIZE` in both dims."""
     ph, pw = pads
     buffer = _Workspaces()
 
@@ -399,21 +614,23 @@ def winograd_conv_runners(
                 oh, ow = h + ph + pool_hi_pads[0] - 2, wd + pw + pool_hi_pads[1] - 2
                 if out.shape[2:] != (oh // 2, ow // 2):
                     raise ValueError(f"conv+max_pool: output {out.shape} is not the 2x2 pool of ({oh}, {ow})")
+            t = tile or (4 if min(oh, ow) >= WINOGRAD_F4_MIN_SIZE else 2)
+            nk = (t + 2) * (t + 2)
             ncb = -(-o_n // 8)
-            ut = buffer("u", 16 * ncb * c_n * 8, w.dtype)[: 16 * ncb * c_n * 8].reshape(16, ncb, c_n, 8)
-            _transform_weights(w, ut)
+            ut = buffer("u", nk * ncb * c_n * 8, w.dtype)[: nk * ncb * c_n * 8].reshape(nk, ncb, c_n, 8)
+            _transform_weights(w, ut, t)
             bvec = _padded_bias(buffer, bias, o_n, out.dtype)
             if out.size == 0:
                 return
             if n == 0 or c_n == 0:
                 _bias_alone(out, bvec, relu, mask)
                 return
-            th, tw = (oh + 1) // 2, (ow + 1) // 2
+            th, tw = (oh + t - 1) // t, (ow + t - 1) // t
             r = tw + 1
             ss = (th + 1) * r
             chunk = WINOGRAD_CHUNK
             lanes = lanes_for(x.dtype)
-            group = max(1, min(n, _GROUP_BYTES // (4 * c_n * ss * x.dtype.itemsize)))
+            group = max(1, min(n, _GROUP_BYTES // (t * t * c_n * ss * x.dtype.itemsize)))
             macs = out.size * c_n * 9 * (4 if pool_hi_pads is not None else 1)
             threads = get_num_threads()
             nchunks = -(-n * ss // chunk)
@@ -421,20 +638,22 @@ def winograd_conv_runners(
             least = min_parallel_macs if n >= threads else 4 * min_parallel_macs
             nt = min(threads, nchunks) if parallel and macs >= least else 1
             plen = _skew(group * ss + chunk + r + 2 + lanes)
-            vstep, mstep = _skew(c_n * chunk), _skew(16 * chunk)
-            size = nt * 4 * c_n * plen
+            vstep, mstep = _skew(c_n * chunk), _skew(nk * chunk)
+            size = nt * t * t * c_n * plen
             old = buffer.arrays.get("p")
             pws = buffer("p", size, x.dtype)
             if pws is not old:  # zeroed when allocated: the tiles computed and dropped read past a group's planes
                 pws[:] = 0
-            pws = pws[:size].reshape(nt, 4 * c_n * plen)
-            vws = buffer("v", nt * 16 * vstep, x.dtype)[: nt * 16 * vstep].reshape(nt, -1)
+            pws = pws[:size].reshape(nt, t * t * c_n * plen)
+            vws = buffer("v", nt * nk * vstep, x.dtype)[: nt * nk * vstep].reshape(nt, -1)
             mws = buffer("m", nt * ncb * 8 * mstep, x.dtype)[: nt * ncb * 8 * mstep].reshape(nt, -1)
             offs = buffer("o", c_n, np.dtype(np.int64))[:c_n]
             offs[:] = np.arange(c_n) * chunk
             dims = (ph, pw, oh, ow, group, int(pool_hi_pads is not None), chunk, vstep, mstep)
             m = _NO_MASK if mask is None else mask
-            (_winograd_par if nt > 1 else _winograd_ser)(x, ut, out, dims, bvec, relu, m, pws, vws, mws, offs)
+            (_winograd_par if nt > 1 else _winograd_ser)(
+                x, ut, out, dims, bvec, relu, m, pws, vws, mws, offs, _TILE_TYPES[t]
+            )
 
         return run
 
@@ -445,10 +664,14 @@ def winograd_conv_dispatchers() -> list[object]:
     """The compiled functions behind :func:`winograd_conv_runners` (compile statistics count them)."""
     return [
         _winograd_range,
+        _transform_input4,
+        _store_block4,
+        _tile_runs,
         _transform_weights,
         _build_planes,
         _transform_input,
         _output_tile,
         _store_block,
+        _prefetch_outputs,
         _tile_rows,
     ]

@@ -615,22 +615,29 @@ SIMD_MIN_EFFICIENCY = 0.6
 DIRECT_MAX_GROUP_GEMM = 16
 
 
-#: The fewest input and output channels for which a 3x3 stride-1 forward convolution runs Winograd F(2x2, 3x3)
-#: by default: below, its transforms cost more than the multiplications it saves (``python
-#: benchmarks/bench_conv_kernels.py``: WINOGRAD_NOTE).
+#: The fewest input and output channels for which a 3x3 stride-1 forward convolution runs Winograd by default:
+#: below, its transforms cost more than the multiplications it saves (``python benchmarks/bench_conv_kernels.py``,
+#: 3->16 channels at 32x32: 0.69 ms against 0.46 with the SIMD kernel).
 WINOGRAD_MIN_CHANNELS = 8
+
+#: ... and the smallest output height and width (where static): the border tiles Winograd computes and drops
+#: weigh more on small images. Per sample, one thread: 8x8 outputs 8.9 us against 5.7 with the SIMD kernel,
+#: 10x10 22 against 26, 12x12 16 against 21.
+WINOGRAD_MIN_SIZE = 10
 
 
 def default_conv_algo(node: Tensor) -> str:
-    """Decided from static shapes: a 3x3 stride-1 ungrouped forward convolution with enough channels (see
-    :data:`WINOGRAD_MIN_CHANNELS`) runs ``"winograd"``; otherwise stride 1 runs ``"simd"`` for thin grouped
-    convolutions (depthwise) and where the register tiles are well filled (:func:`simd_conv_efficiency`); a
-    strided thin grouped convolution runs ``"direct"``; everything else ``"im2col"``."""
+    """Decided from static shapes: a 3x3 stride-1 ungrouped forward convolution with enough channels and a large
+    enough output (see :data:`WINOGRAD_MIN_CHANNELS`, :data:`WINOGRAD_MIN_SIZE`) runs ``"winograd"``; otherwise
+    stride 1 runs ``"simd"`` for thin grouped convolutions (depthwise) and where the register tiles are well
+    filled (:func:`simd_conv_efficiency`); a strided thin grouped convolution runs ``"direct"``; everything else
+    ``"im2col"``."""
     op = node.op
     if (
         isinstance(op, Conv)
         and winograd_applies(node.inputs[1].shape, op.stride, op.dilation, op.groups)
         and all(d is not None and d >= WINOGRAD_MIN_CHANNELS for d in node.inputs[1].shape[:2])
+        and all(d is None or d >= WINOGRAD_MIN_SIZE for d in node.shape[2:])
     ):
         return "winograd"
     w_shape = node.inputs[1].shape if isinstance(op, (Conv, ConvGradInput)) else node.inputs[2].shape

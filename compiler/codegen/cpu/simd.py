@@ -42,12 +42,14 @@ __all__ = [
     "vlanes",
     "vload",
     "vload_strided2",
+    "vload_strided4",
     "vmax",
     "vmul",
     "vsplat",
     "vstore",
     "vstore_lanes",
     "vstore_pairs",
+    "vstore_quads",
     "vsub",
     "vsum",
     "vzero",
@@ -408,3 +410,86 @@ def vload_strided2(
         return builder.shuffle_vector(halves[0], halves[1], order)
 
     return vt(arr, idx, e0, e1, odd), codegen
+
+
+@intrinsic
+def vload_strided4(
+    typingctx: Any, arr: types.Type, idx: types.Type, e0: types.Type, e1: types.Type, phase: types.Type
+) -> Any:
+    """Every fourth element: lane ``l`` is ``arr.flat[idx + 4*l + phase]`` where ``e0 <= 4*l + phase < e1`` and 0
+    elsewhere (four masked loads and three shuffles; nothing outside ``[e0, e1)`` is read; ``phase`` a literal
+    0 to 3)."""
+    vt = _vec_of(arr)
+    _check_range("vload_strided4", e0, e1)
+    if not isinstance(phase, types.IntegerLiteral) or phase.literal_value not in (0, 1, 2, 3):
+        raise TypingError(f"vload_strided4: phase must be a literal 0 to 3, got {phase}")
+    ph = phase.literal_value
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        n = vt.lanes
+        lt = context.get_value_type(vt)
+        i32 = ir.IntType(32)
+        e0v = context.cast(builder, args[2], sig.args[2], types.int64)
+        e1v = context.cast(builder, args[3], sig.args[3], types.int64)
+        base = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        align = i32(vt.dtype.bitwidth // 8)
+        fnty = ir.FunctionType(lt, [lt.as_pointer(), i32, ir.VectorType(ir.IntType(1), n), lt])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{n}f{vt.dtype.bitwidth}.p0")
+        parts = []
+        for q in range(4):
+            ptr = builder.gep(base, [ir.IntType(64)(q * n)]) if q else base
+            mask = _lane_mask(context, builder, n, q * n, e0v, e1v)
+            parts.append(builder.call(fn, [builder.bitcast(ptr, lt.as_pointer()), align, mask, ir.Constant(lt, None)]))
+        half = n // 2  # each pair of loaded vectors holds n/2 of the wanted elements
+        pick = ir.Constant(ir.VectorType(i32, half), [i32(ph + 4 * k) for k in range(half)])
+        lo = builder.shuffle_vector(parts[0], parts[1], pick)
+        hi = builder.shuffle_vector(parts[2], parts[3], pick)
+        return builder.shuffle_vector(lo, hi, ir.Constant(ir.VectorType(i32, n), [i32(k) for k in range(n)]))
+
+    return vt(arr, idx, e0, e1, phase), codegen
+
+
+@intrinsic
+def vstore_quads(
+    typingctx: Any,
+    arr: types.Type,
+    idx: types.Type,
+    a: types.Type,
+    b: types.Type,
+    c: types.Type,
+    d: types.Type,
+    e0: types.Type,
+    e1: types.Type,
+) -> Any:
+    """The 4-way interleaved stream ``s = (a[0], b[0], c[0], d[0], a[1], ...)`` (4 x lanes values): ``arr.flat[idx
+    + e] = s[e]`` for ``e0 <= e < e1`` only (shuffles and one masked store; unchecked). Into a boolean ``arr`` it
+    stores ``s[e] > 0``, as :func:`vstore_pairs`."""
+    if not isinstance(a, Vec) or not (a == b == c == d):
+        raise TypingError(f"vstore_quads: expected four vectors of one kind, got {a}, {b}, {c}, {d}")
+    to_bool = isinstance(arr, types.Array) and arr.dtype == types.boolean
+    if not to_bool and _vec_of(arr) != a:
+        raise TypingError(f"vstore_quads: {a} values into a {arr}")
+    _check_range("vstore_quads", e0, e1)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        n = a.lanes
+        i32 = ir.IntType(32)
+        vs = list(args[2:6])
+        if to_bool:
+            zero = ir.Constant(vs[0].type, None)
+            byte_vec = ir.VectorType(ir.IntType(8), n)
+            vs = [builder.zext(builder.fcmp_ordered(">", v, zero), byte_vec) for v in vs]
+        pair = ir.Constant(ir.VectorType(i32, 2 * n), [i32(k // 2 + (n if k % 2 else 0)) for k in range(2 * n)])
+        ab = builder.shuffle_vector(vs[0], vs[1], pair)  # a0 b0 a1 b1 ...
+        cd = builder.shuffle_vector(vs[2], vs[3], pair)
+        # element e of the stream: lane e // 4 of vector e % 4, i.e. ab[2*(e//4) + e%4] or cd[2*(e//4) + e%4 - 2]
+        order = [2 * (e // 4) + e % 4 + (2 * n - 2 if e % 4 >= 2 else 0) for e in range(4 * n)]
+        s = builder.shuffle_vector(ab, cd, ir.Constant(ir.VectorType(i32, 4 * n), [i32(k) for k in order]))
+        e0v = context.cast(builder, args[6], sig.args[6], types.int64)
+        e1v = context.cast(builder, args[7], sig.args[7], types.int64)
+        base = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        mask = _lane_mask(context, builder, 4 * n, 0, e0v, e1v)
+        _masked_store(context, builder, s, base, mask, 1 if to_bool else a.dtype.bitwidth // 8)
+        return context.get_dummy_value()
+
+    return types.none(arr, idx, a, b, c, d, e0, e1), codegen
