@@ -1,31 +1,37 @@
-"""Winograd F(2x2, 3x3): the forward pass of 3x3, stride-1, undilated, ungrouped convolutions in 16/36 of the
-multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2015).
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3): the forward pass of 3x3, stride-1, undilated, ungrouped convolutions in
+16/36 and 36/144 of the multiplications (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks",
+2015).
 
-Each 2x2 output tile ``Y`` of an output channel comes from the 4x4 input patch ``d`` at twice its position::
+Each t x t output tile ``Y`` of an output channel (t = 2 or 4) comes from the (t+2) x (t+2) input patch ``d``
+at t times its position::
 
-    Y = A^T [ sum_c (G g_c G^T) * (B^T d_c B) ] A          (* elementwise over the 4x4 "frequencies" k)
+    Y = A^T [ sum_c (G g_c G^T) * (B^T d_c B) ] A          (* elementwise over the (t+2)^2 "frequencies" k)
 
-so per tile the 9 x 4 multiply-adds per input channel of a direct convolution become 16, in 16 independent
+so per tile the 9 t^2 multiply-adds per input channel of a direct convolution become (t+2)^2, in independent
 GEMMs ``M[k] (O x T) = U[k] (O x C) @ V[k] (C x T)`` over the tiles T, with ``U = G g G^T`` transformed once
-per call and ``V = B^T d B`` per tile: 16 loads and 32 additions per tile and channel. The GEMMs run on the
-register tile of :mod:`compiler.codegen.cpu.conv_simd` (8 output channels x 2 vectors of tiles).
+per call and ``V = B^T d B`` per tile. The GEMMs run on the register tile of
+:mod:`compiler.codegen.cpu.conv_simd` (8 output channels x 2 vectors of tiles), frequency-major so that each
+frequency's transformed input stays in L1 across the channel blocks.
 
-The layout trick: each channel of the zero-padded input is split into its four polyphase planes (even/odd
-rows x even/odd columns), each ``(TH + 1) x (TW + 1)`` (TH x TW tiles). Over the *flat* index ``t = i*(TW+1)
-+ m`` of tile ``(i, m)``, every one of the 16 patch values ``d[a][b]`` is then plane ``(a%2, b%2)`` at the
-constant offset ``(a//2)*(TW+1) + b//2``: the input transform is 16 contiguous vector loads per channel, like
-the taps of the direct kernel. Column ``m = TW`` and row ``i = TH`` of each plane only feed their neighbours;
-the tiles there are computed and dropped. Samples lie one after another in the planes, so one flat loop runs
-over a whole group of samples and the dropped tiles are the only waste (11% for 16x16 tiles, 21% for 8x8).
+The layout trick: each channel of the zero-padded input is split into its t^2 polyphase planes (rows and
+columns by their remainder mod t), each ``(TH + 1) x (TW + 1)`` (TH x TW tiles). Over the *flat* index ``q =
+i*(TW+1) + m`` of tile ``(i, m)``, every patch value ``d[a][b]`` is then plane ``(a%t, b%t)`` at the constant
+offset ``(a//t)*(TW+1) + b//t``: the input transform is contiguous vector loads, like the taps of the direct
+kernel. Column ``m = TW`` and row ``i = TH`` of each plane only feed their neighbours; the tiles there are
+computed and dropped. Samples lie one after another in the planes, so one flat loop runs over a whole group
+of samples and the dropped tiles are the only waste (F(2x2): 11% at 32x32 outputs, 21% at 16x16; F(4x4)
+21% at 32x32, hence F(2x2) below :data:`WINOGRAD_F4_MIN_SIZE`).
 
-The output transform runs on each 8-channel block of ``M`` while it is in L1, with the epilogue the direct
-kernel applies (per-channel bias, ReLU, the boolean ReLU mask of a training step, or a following 2x2 max
-pool, whose windows are exactly the 2x2 tiles), and stores with masked vector stores (:func:`vstore_pairs`
-interleaves the two columns of a tile row), so every output element is written once and no thread writes
-past its range: the work splits across threads at any tile, batch-1 inference included.
+The output transform runs on each 8-channel block of ``M`` with the epilogue the direct kernel applies
+(per-channel bias, ReLU, the boolean ReLU mask of a training step, or a following 2x2 max pool, whose windows
+tile the t x t tiles exactly), and stores with masked vector stores (:func:`vstore_pairs` and
+:func:`vstore_quads` interleave the columns of a tile row), so every output element is written once and no
+thread writes past its range: the work splits across threads at any tile, batch-1 inference included.
 
-Accuracy: the transforms only add, subtract and halve, so float32 results differ from the direct sum by a few
-ulp of the largest partial sums (``tests/test_cpu_conv_winograd.py`` checks them against a float64 reference).
+Accuracy: F(2x2)'s transforms only add, subtract and halve; F(4x4)'s scale by up to 8 and divide by 6 and 24,
+so its float32 error is about 6x larger (~3e-6 of the largest output on random data), still far inside the
+float32 tolerances (``tests/test_cpu_conv_winograd.py`` checks both against a float64 reference). A
+non-finite input spreads to the whole tile whose patch holds it, as in any Winograd convolution.
 """
 
 from __future__ import annotations
