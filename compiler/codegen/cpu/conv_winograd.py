@@ -510,7 +510,7 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     ph, pw, oh, ow, group, pool, chunk, vstep, mstep = dims
     # the tile size is a compile-time constant: an empty array with t dims (one compiled function per tile size,
     # so that each holds only its own transforms: with both in one, the F(2x2) path ran 20-35% slower)
-    tsize = np.int64(tile.ndim)  # a run-time int for the helpers: one compile of each serves both sizes
+    tsize = tile.ndim
     n, c_n, h, w = x.shape
     nk, ncb = ut.shape[0], ut.shape[1]
     o_n = out.shape[1]
