@@ -15,8 +15,10 @@ import argparse
 import time
 
 import numpy as np
+from numba import njit
 
 import symdl as sd
+from compiler.codegen.cpu.parallel import get_num_threads, parallel_for
 from compiler.kernels import CompiledKernel, Kernel
 from compiler.program import build_program
 from runtime.cpu import CpuFunction
@@ -64,6 +66,32 @@ def main() -> None:
     fn, x = chain_function(4, "negative")
     fn(x)
     print(f"per-call fixed cost, 4 kernels: {min(_time(fn, x) for _ in range(5)) * 1e6:.1f} us")
+    print(
+        f"thread hand-off (a no-op parallel_for over {get_num_threads()} threads): back to back "
+        f"{_handoff(0.0) * 1e6:.1f} us, 1 ms apart (the workers asleep) {_handoff(1e-3) * 1e6:.1f} us (medians)"
+    )
+
+
+@njit(nogil=True, cache=True)
+def _touch(a: np.ndarray, t0: int, t1: int) -> None:
+    for t in range(t0, t1):
+        a[t] += 1
+
+
+def _handoff(gap: float, n: int = 500) -> float:
+    """Median time of ``parallel_for`` on a no-op kernel, with ``gap`` seconds of (busy) waiting between calls:
+    back to back, the workers are still spinning (compiler/codegen/cpu/spin.py); after a long gap they sleep."""
+    a = np.zeros(get_num_threads(), np.int64)
+    parallel_for(_touch, (a,), a.size)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        parallel_for(_touch, (a,), a.size)
+        times.append(time.perf_counter() - t)
+        end = time.perf_counter() + gap
+        while time.perf_counter() < end:
+            pass
+    return float(np.median(times))
 
 
 def _time(fn: CpuFunction, x: np.ndarray, n: int = 200) -> float:

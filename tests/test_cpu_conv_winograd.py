@@ -180,3 +180,22 @@ def test_winograd_with_no_input_channels_or_samples_gives_the_bias_alone():
     np.testing.assert_array_equal(mask, np.broadcast_to((b > 0).reshape(1, 3, 1, 1), out.shape))
     empty = np.zeros((0, 3, 4, 5), np.float32)
     run(np.zeros((0, 8, 4, 5), np.float32), np.zeros((3, 8, 3, 3), np.float32), empty, b)  # nothing to do
+
+
+def test_first_call_compiles_both_tile_sizes_so_no_image_size_compiles_later(rng):
+    """The tile size follows the image size at run time and each is its own compiled specialisation: after the
+    first call (compile's warm-up) neither a large image (F(4x4)) nor a small one (F(2x2)) compiles anything.
+    A fresh kernel module would show it best; here the count of compiled signatures must hold steady."""
+    from compiler.codegen.cpu.conv_winograd import _winograd_range
+
+    run, _, _ = winograd_conv_runners((1, 1), 0)
+    x, w, b = arrays(rng, (1, 8, 12, 12), 8, np.float32)
+    run(x, w, np.empty((1, 8, 12, 12), np.float32), b, True)
+    after_first = len(_winograd_range.signatures)
+    assert after_first >= 2  # both tile sizes' specialisations exist
+    for size in (30, 11):
+        x, w, b = arrays(rng, (2, 8, size, size), 8, np.float32)
+        out = np.empty((2, 8, size, size), np.float32)
+        run(x, w, out, b, True)
+        close(out, np.maximum(reference(x, w, ((1, 1), (1, 1)), b), 0), np.float32)
+    assert len(_winograd_range.signatures) == after_first

@@ -127,12 +127,14 @@ class _FusedMatmul:
                 and _gemm_ready(a)
                 and _gemm_ready(b)
             ):
-                if getattr(fn, "_can_compile", False):  # the first call compiles (or loads) it; no call after may
+                if not getattr(fn, "symdl_locked", False):  # the first call compiles (or loads) it; no later one may
                     # the fallback too, on copies (its outputs may alias its inputs): the calls the fused
-                    # function declines later then compile nothing either
+                    # function declines later then compile nothing either. (The flag lives on the dispatcher:
+                    # kernels with the same source share it.)
                     fallback(*[_like(x) for x in args])
                     fn(*args)
                     fn.disable_compile()
+                    fn.symdl_locked = True
                     return
                 try:
                     fn(*args)

@@ -337,6 +337,21 @@ def simd_conv_efficiency(
 _NO_MASK = np.empty((0, 0, 0, 0), np.bool_)
 
 
+def _conv_out_size(
+    out: np.ndarray, x_shape: tuple, lo_pads: tuple[int, int], hi_pads: tuple[int, int] | None, reach: tuple[int, int]
+) -> tuple[int, int]:
+    """The convolution's output height and width: ``out``'s own, or, when ``out`` is its 2x2 max pool (``hi_pads``
+    the bottom/right padding given), the size the pool reads (input + padding - ``reach``, the window's extent
+    minus 1), checked against ``out``."""
+    if hi_pads is None:
+        return out.shape[2], out.shape[3]
+    oh = x_shape[2] + lo_pads[0] + hi_pads[0] - reach[0]
+    ow = x_shape[3] + lo_pads[1] + hi_pads[1] - reach[1]
+    if out.shape[2:] != (oh // 2, ow // 2):
+        raise ValueError(f"conv+max_pool: output {out.shape} is not the 2x2 pool of ({oh}, {ow})")
+    return oh, ow
+
+
 def _padded_bias(buffer: _Workspaces, bias: np.ndarray | None, o_n: int, dtype: np.dtype) -> np.ndarray:
     """``bias`` (any shape of ``o_n`` values; None: zeros) as ``o_n + 8`` values in the runner's workspace, zero
     past ``o_n``: every 8-channel tile reads 8 entries."""
@@ -417,13 +432,7 @@ def simd_conv_runners(
             _pack_weights(b, groups, transposed, wt)
             o_n = out.shape[1]
             bvec = _padded_bias(buffer, bias, o_n, out.dtype)
-            if pool_hi_pads is None:
-                oh, ow = out.shape[2], out.shape[3]
-            else:
-                oh = a.shape[2] + ph + pool_hi_pads[0] - dh * (kh - 1)
-                ow = a.shape[3] + pw + pool_hi_pads[1] - dw * (kw - 1)
-                if out.shape[2:] != (oh // 2, ow // 2):
-                    raise ValueError(f"conv+max_pool: output {out.shape} is not the 2x2 pool of ({oh}, {ow})")
+            oh, ow = _conv_out_size(out, a.shape, (ph, pw), pool_hi_pads, (dh * (kh - 1), dw * (kw - 1)))
             hp, wp = oh + dh * (kh - 1), ow + dw * (kw - 1)
             step = 2 * lanes_for(a.dtype)
             npx = ((oh - 1) * wp + ow + step - 1) // step * step

@@ -41,7 +41,7 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from compiler.codegen.cpu.conv_simd import _bias_alone, _padded_bias, _tile_rows, _Workspaces
+from compiler.codegen.cpu.conv_simd import _bias_alone, _conv_out_size, _padded_bias, _tile_rows, _Workspaces
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from compiler.codegen.cpu.simd import (
     lanes_for,
@@ -65,8 +65,8 @@ from compiler.codegen.cpu.simd import (
 
 __all__ = ["WINOGRAD_CHUNK", "winograd_applies", "winograd_conv_dispatchers", "winograd_conv_runners"]
 
-#: tile positions per chunk: the chunk's transformed input (16 x C x chunk values) and one 8-channel block of
-#: its GEMM results (16 x 8 x chunk) stay in L2/L1; a multiple of every vector pair width (32 float32 values)
+#: tile positions per chunk: the chunk's transformed input ((t+2)^2 x C x chunk values) and its GEMM results
+#: ((t+2)^2 x O x chunk) stay in L2; a multiple of every vector pair width (32 float32 values)
 WINOGRAD_CHUNK = 128
 
 #: F(4x4, 3x3) where both output dims are at least this: 36 multiplications per 16 outputs instead of 64, but
@@ -80,8 +80,8 @@ _GROUP_BYTES = 256 * 1024
 
 
 def winograd_applies(w_shape: tuple, stride: tuple, dilation: tuple, groups: int) -> bool:
-    """Whether a forward convolution with weights ``w_shape`` can run F(2x2, 3x3): 2-d, 3x3, stride 1,
-    undilated, ungrouped."""
+    """Whether a forward convolution with weights ``w_shape`` can run Winograd F(t x t, 3x3): 2-d, 3x3, stride
+    1, undilated, ungrouped."""
     return (
         len(w_shape) == 4
         and tuple(w_shape[2:]) == (3, 3)
@@ -505,7 +505,7 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     """Tasks ``t0 .. t1`` of ``pws.shape[0]``: each its share of the chunks of tile positions of the whole batch
     (``dims = (ph, pw, OH, OW, group, pool, chunk, vstep, mstep)``, the last two the strides of the frequencies
     in ``vws[t]`` and of the output channels in ``mws[t]``): planes of up to ``group`` samples at a time into
-    ``pws[t]``, the input transform of a chunk into ``vws[t]``, its 16 GEMMs (frequency-major) into ``mws[t]``,
+    ``pws[t]``, the input transform of a chunk into ``vws[t]``, its (t+2)^2 GEMMs (frequency-major) into ``mws[t]``,
     then per 8-channel block the output transform and epilogue into ``out`` (and ``mask`` when non-empty)."""
     ph, pw, oh, ow, group, pool, chunk, vstep, mstep = dims
     # the tile size is a compile-time constant: an empty array with t dims (one compiled function per tile size,
@@ -581,9 +581,9 @@ _TILE_TYPES = {2: np.empty((0, 0), np.int8), 4: np.empty((0, 0, 0, 0), np.int8)}
 
 
 def _skew(n: int) -> int:
-    """``n`` rounded up to a multiple of 1024 elements, plus 16: the stride between the 16 blocks a kernel reads
-    or writes in one step. A stride that is a multiple of 4 KiB maps them all to one L1 set, which holds 8
-    lines (measured: the transforms ran 3-5x slower)."""
+    """``n`` rounded up to a multiple of 1024 elements, plus 16: the stride between the blocks (one per frequency
+    or channel) a kernel reads or writes in one step. A stride that is a multiple of 4 KiB maps them all to one
+    L1 set, which holds 8 lines (measured: the transforms ran 3-5x slower)."""
     return -(-n // 1024) * 1024 + 16
 
 
@@ -600,6 +600,7 @@ def winograd_conv_runners(
     :data:`WINOGRAD_F4_MIN_SIZE` in both dims."""
     ph, pw = pads
     buffer = _Workspaces()
+    warmed = [False]  # both tile sizes compiled (see run)
 
     def make(parallel: bool) -> Callable[..., None]:
         def run(
@@ -612,25 +613,39 @@ def winograd_conv_runners(
         ) -> None:
             x = np.ascontiguousarray(x)
             w = np.ascontiguousarray(w)
-            n, c_n, h, wd = x.shape
-            o_n = w.shape[0]
-            if pool_hi_pads is None:
-                oh, ow = out.shape[2], out.shape[3]
-            else:
-                oh, ow = h + ph + pool_hi_pads[0] - 2, wd + pw + pool_hi_pads[1] - 2
-                if out.shape[2:] != (oh // 2, ow // 2):
-                    raise ValueError(f"conv+max_pool: output {out.shape} is not the 2x2 pool of ({oh}, {ow})")
+            oh, ow = _conv_out_size(out, x.shape, pads, pool_hi_pads, (2, 2))
             t = tile or (4 if min(oh, ow) >= WINOGRAD_F4_MIN_SIZE else 2)
+            if tile is None and not warmed[0]:
+                # which tile size a call takes depends on its image size, and each is its own compiled function:
+                # the first call (compile's warm-up) also runs the other one first (same result; the chosen one
+                # writes last), so that no image size compiles anything later
+                warmed[0] = convolve(x, w, out, bias, relu, mask, oh, ow, 6 - t)
+            convolve(x, w, out, bias, relu, mask, oh, ow, t)
+
+        def convolve(
+            x: np.ndarray,
+            w: np.ndarray,
+            out: np.ndarray,
+            bias: np.ndarray | None,
+            relu: bool,
+            mask: np.ndarray | None,
+            oh: int,
+            ow: int,
+            t: int,
+        ) -> bool:
+            """The convolution with tile size ``t``; whether the compiled kernel ran (not for empty inputs)."""
+            n, c_n = x.shape[0], x.shape[1]
+            o_n = w.shape[0]
             nk = (t + 2) * (t + 2)
             ncb = -(-o_n // 8)
             ut = buffer("u", nk * ncb * c_n * 8, w.dtype)[: nk * ncb * c_n * 8].reshape(nk, ncb, c_n, 8)
             _transform_weights(w, ut, t)
             bvec = _padded_bias(buffer, bias, o_n, out.dtype)
             if out.size == 0:
-                return
+                return False
             if n == 0 or c_n == 0:
                 _bias_alone(out, bvec, relu, mask)
-                return
+                return False
             th, tw = (oh + t - 1) // t, (ow + t - 1) // t
             r = tw + 1
             ss = (th + 1) * r
@@ -660,6 +675,7 @@ def winograd_conv_runners(
             (_winograd_par if nt > 1 else _winograd_ser)(
                 x, ut, out, dims, bvec, relu, m, pws, vws, mws, offs, _TILE_TYPES[t]
             )
+            return True
 
         return run
 

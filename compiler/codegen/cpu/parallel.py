@@ -77,7 +77,6 @@ class _Pool:
         self.waiting = False
         self.wake = [threading.Semaphore(0) for _ in range(size - 1)]
         self.done = threading.Semaphore(0)
-        self.closed = False
         for w in range(size - 1):
             threading.Thread(target=self._work, args=(w,), name=f"symdl-cpu-{w + 1}", daemon=True).start()
 
@@ -143,7 +142,6 @@ class _Pool:
             raise errors[0]
 
     def close(self) -> None:
-        self.closed = True
         for w in range(self.size - 1):
             self._post(w, None)
 
