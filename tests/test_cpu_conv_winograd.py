@@ -23,6 +23,12 @@ CONFIGS = {
     "one-column": ((2, 8, 5, 3), 8, ((0, 1), (0, 0))),
     "f4-odd-tiles": ((2, 8, 10, 11), 8, ((1, 1), (1, 1))),  # 4x4 tiles: outputs 10x11, 2-3 of 4 rows/columns
     "f4-pool-edge": ((1, 8, 18, 17), 9, ((0, 2), (1, 0))),
+    # rows of 9 tiles (2x2): a vector of tiles spans three runs of plane positions, samples start mid-vector
+    "three-runs": ((3, 8, 9, 17), 8, ((1, 1), (1, 1))),
+    # rows of 8 tiles (4x4), samples of 3 tile rows: sample boundaries mid-vector
+    "f4-short-samples": ((3, 8, 12, 32), 8, ((1, 1), (1, 1))),
+    # the planes of more than one group of samples (each within _GROUP_BYTES), split across threads
+    "groups": ((5, 16, 32, 32), 16, ((1, 1), (1, 1))),
 }
 RTOL = {np.float32: 2e-5, np.float64: 1e-12}  # of the largest |output|: F(4x4)'s float32 error is ~3e-6 here
 

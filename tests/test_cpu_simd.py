@@ -18,6 +18,7 @@ from compiler.codegen.cpu.simd import (
     vfma,
     vlanes,
     vload,
+    vload_merge,
     vload_strided2,
     vmax,
     vmul,
@@ -148,6 +149,27 @@ def test_masked_and_interleaving_stores_touch_only_their_range(dtype):
         _lanes_ops(a, b, out, 3, lo, hi)
         want = np.full(2 * n, -1, dtype)
         want[3 + lo : 3 + hi] = (a - b)[lo:hi]
+        np.testing.assert_array_equal(out, want)
+
+
+@njit(cache=True)
+def _merged(a, out, i0, i1, e0, e1):  # noqa: ANN001, ANN202
+    v = vload_merge(a, i0, vsplat(vzero(a), -1.0), 0, e0)
+    vstore(out, 0, vload_merge(a, i1, v, e0, e1))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_merged_loads_assemble_runs_from_two_offsets(dtype):
+    """vload_merge: lanes ``[0, e0)`` from ``i0 + l``, ``[e0, e1)`` from ``i1 + l``, the rest keep the passed-in
+    vector; addresses of unset lanes are never read (offsets may lie before the array or past its end)."""
+    n = lanes_for(dtype)
+    a = np.arange(1, 2 * n + 1, dtype=dtype)
+    for i0, i1, e0, e1 in ((0, 1, 5, n), (3, n, n // 2, n - 1), (-n, 2, 0, n), (n, 2 * n - 3, 3, 3)):
+        out = np.empty(n, dtype)
+        _merged(a, out, i0, i1, e0, e1)
+        want = np.full(n, -1, dtype)
+        want[:e0] = a[i0 : i0 + e0] if e0 else want[:0]
+        want[e0:e1] = a[i1 + e0 : i1 + e1]
         np.testing.assert_array_equal(out, want)
 
 

@@ -17,10 +17,16 @@ The layout trick: each channel of the zero-padded input is split into its t^2 po
 columns by their remainder mod t), each ``(TH + 1) x (TW + 1)`` (TH x TW tiles). Over the *flat* index ``q =
 i*(TW+1) + m`` of tile ``(i, m)``, every patch value ``d[a][b]`` is then plane ``(a%t, b%t)`` at the constant
 offset ``(a//t)*(TW+1) + b//t``: the input transform is contiguous vector loads, like the taps of the direct
-kernel. Column ``m = TW`` and row ``i = TH`` of each plane only feed their neighbours; the tiles there are
-computed and dropped. Samples lie one after another in the planes, so one flat loop runs over a whole group
-of samples and the dropped tiles are the only waste (F(2x2): 11% at 32x32 outputs, 21% at 16x16; F(4x4)
-21% at 32x32, hence F(2x2) below :data:`WINOGRAD_F4_MIN_SIZE`).
+kernel. Column ``m = TW`` and row ``i = TH`` of each plane only feed their neighbours. Samples lie one after
+another in the planes, so one loop runs over a whole group of samples.
+
+Which tiles a vector of lanes holds: where rows are long enough that a vector spans at most three tile rows
+(``2 TW >= lanes - 1``: TW >= 8 in float32 with AVX-512), only the tiles that store, in order; each run of a
+tile row is then one masked load (:func:`vload_merge`) at its own offset, three per patch value
+(:func:`_segments` finds the runs). Otherwise the vector holds consecutive plane positions, and the tiles of
+the extra column and row are computed and dropped (17 of 81 positions with 8x8 tiles per sample, 9 of 25 with
+4x4). Packing the tiles cut F(2x2) on 32->32 channels at 16x16 by 19% and F(4x4) on 16->32 at 32x32 by 17%
+(``benchmarks/bench_conv_kernels.py``).
 
 The output transform runs on each 8-channel block of ``M`` with the epilogue the direct kernel applies
 (per-channel bias, ReLU, the boolean ReLU mask of a training step, or a following 2x2 max pool, whose windows
@@ -50,6 +56,7 @@ from compiler.codegen.cpu.simd import (
     vfma,
     vlanes,
     vload,
+    vload_merge,
     vload_strided2,
     vload_strided4,
     vmax,
@@ -177,36 +184,48 @@ def _bt6(d0, d1, d2, d3, d4, d5, four, five, two):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _row6(pl, p0, p1, p2, p3, o):  # noqa: ANN001, ANN202
-    """The six values of one patch row at flat offset ``o``: the planes of column phases 0-3 (row starts
-    ``p0 .. p3``), then phases 0 and 1 one tile column on."""
+def _seg_load(pl, b, sg):  # noqa: ANN001, ANN202
+    """The vector of tiles described by ``sg = (f0, lo0, hi0, f1, lo1, hi1, f2, lo2, hi2)`` at plane offset ``b``:
+    lanes ``lo_k <= l < hi_k`` from ``pl[b + f_k + l]`` (up to three runs of consecutive plane positions), 0 in
+    the lanes past the group's last tile."""
+    v = vload_merge(pl, b + sg[0], vzero(pl), sg[1], sg[2])
+    v = vload_merge(pl, b + sg[3], v, sg[4], sg[5])
+    return vload_merge(pl, b + sg[6], v, sg[7], sg[8])
+
+
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _row6(pl, a, plen, sg):  # noqa: ANN001, ANN202
+    """The six values of one patch row of F(4x4, 3x3) (``a``: the start of its four column-phase planes): the
+    planes of column phases 0-3, then phases 0 and 1 one tile column on."""
     return (
-        vload(pl, p0 + o),
-        vload(pl, p1 + o),
-        vload(pl, p2 + o),
-        vload(pl, p3 + o),
-        vload(pl, p0 + o + 1),
-        vload(pl, p1 + o + 1),
+        _seg_load(pl, a, sg),
+        _seg_load(pl, a + plen, sg),
+        _seg_load(pl, a + 2 * plen, sg),
+        _seg_load(pl, a + 3 * plen, sg),
+        _seg_load(pl, a + 1, sg),
+        _seg_load(pl, a + plen + 1, sg),
     )
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _transform_input4(pl, plen, q0, c_n, r, vt, chunk, step):  # noqa: ANN001, ANN202
+def _transform_input4(pl, plen, segs, c_n, r, vt, chunk, ncols, step):  # noqa: ANN001, ANN202
     """F(4x4, 3x3): ``vt[k*step + c*chunk + p] = (B^T d B)[k]`` (``k = 6*row + col``) of the 6x6 patches of the
-    tiles at flat positions ``q0 + p``, ``p < chunk``: patch value ``(a, b)`` is plane ``(a % 4, b % 4)`` at
-    offset ``(a // 4)*r + b // 4``."""
+    chunk's tiles (``segs[p // lanes]``: where vector ``p``'s tiles lie in the planes, see :func:`_segments`):
+    patch value ``(a, b)`` is plane ``(a % 4, b % 4)`` at offset ``(a // 4)*r + b // 4``."""
     lanes = vlanes(pl)
     four, five, two = vsplat(vzero(pl), 4.0), vsplat(vzero(pl), 5.0), vsplat(vzero(pl), 2.0)
     for c in range(c_n):
-        base = c * 16 * plen + q0
-        for p in range(0, chunk, lanes):
+        base = c * 16 * plen
+        for p in range(0, ncols, lanes):
+            g = segs[p // lanes]
+            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8])
             # plane (pr, pc) starts at base + (4*pr + pc)*plen; patch rows 4 and 5 are rows 0 and 1 one tile on
-            x0 = _row6(pl, base, base + plen, base + 2 * plen, base + 3 * plen, p)
-            x1 = _row6(pl, base + 4 * plen, base + 5 * plen, base + 6 * plen, base + 7 * plen, p)
-            x2 = _row6(pl, base + 8 * plen, base + 9 * plen, base + 10 * plen, base + 11 * plen, p)
-            x3 = _row6(pl, base + 12 * plen, base + 13 * plen, base + 14 * plen, base + 15 * plen, p)
-            x4 = _row6(pl, base, base + plen, base + 2 * plen, base + 3 * plen, p + r)
-            x5 = _row6(pl, base + 4 * plen, base + 5 * plen, base + 6 * plen, base + 7 * plen, p + r)
+            x0 = _row6(pl, base, plen, sg)
+            x1 = _row6(pl, base + 4 * plen, plen, sg)
+            x2 = _row6(pl, base + 8 * plen, plen, sg)
+            x3 = _row6(pl, base + 12 * plen, plen, sg)
+            x4 = _row6(pl, base + r, plen, sg)
+            x5 = _row6(pl, base + 4 * plen + r, plen, sg)
             # B^T down each column, then B^T along each row
             c0 = _bt6(x0[0], x1[0], x2[0], x3[0], x4[0], x5[0], four, five, two)
             c1 = _bt6(x0[1], x1[1], x2[1], x3[1], x4[1], x5[1], four, five, two)
@@ -241,21 +260,44 @@ def _store6(vt, o, step, v):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _transform_input(pl, plen, q0, c_n, r, vt, chunk, step):  # noqa: ANN001, ANN202
-    """``vt[k*step + c*chunk + p] = (B^T d B)[k]`` of the tiles at flat positions ``q0 + p``, ``p < chunk``."""
+def _transform_input(pl, plen, segs, c_n, r, vt, chunk, ncols, step):  # noqa: ANN001, ANN202
+    """``vt[k*step + c*chunk + p] = (B^T d B)[k]`` of the chunk's tiles (``segs`` as in
+    :func:`_transform_input4`)."""
     lanes = vlanes(pl)
     for c in range(c_n):
-        e0 = c * 4 * plen + q0  # even rows, even columns
+        e0 = c * 4 * plen  # even rows, even columns
         e1 = e0 + plen  # even rows, odd columns
         o0 = e1 + plen  # odd rows, even columns
         o1 = o0 + plen
-        for p in range(0, chunk, lanes):
+        for p in range(0, ncols, lanes):
+            g = segs[p // lanes]
+            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8])
             # patch rows a = 0..3: plane row parity a % 2, row offset (a // 2) * r
-            d00, d01, d02, d03 = vload(pl, e0 + p), vload(pl, e1 + p), vload(pl, e0 + p + 1), vload(pl, e1 + p + 1)
-            d10, d11, d12, d13 = vload(pl, o0 + p), vload(pl, o1 + p), vload(pl, o0 + p + 1), vload(pl, o1 + p + 1)
-            e0r, e1r, o0r, o1r = e0 + p + r, e1 + p + r, o0 + p + r, o1 + p + r
-            d20, d21, d22, d23 = vload(pl, e0r), vload(pl, e1r), vload(pl, e0r + 1), vload(pl, e1r + 1)
-            d30, d31, d32, d33 = vload(pl, o0r), vload(pl, o1r), vload(pl, o0r + 1), vload(pl, o1r + 1)
+            d00, d01, d02, d03 = (
+                _seg_load(pl, e0, sg),
+                _seg_load(pl, e1, sg),
+                _seg_load(pl, e0 + 1, sg),
+                _seg_load(pl, e1 + 1, sg),
+            )
+            d10, d11, d12, d13 = (
+                _seg_load(pl, o0, sg),
+                _seg_load(pl, o1, sg),
+                _seg_load(pl, o0 + 1, sg),
+                _seg_load(pl, o1 + 1, sg),
+            )
+            e0r, e1r, o0r, o1r = e0 + r, e1 + r, o0 + r, o1 + r
+            d20, d21, d22, d23 = (
+                _seg_load(pl, e0r, sg),
+                _seg_load(pl, e1r, sg),
+                _seg_load(pl, e0r + 1, sg),
+                _seg_load(pl, e1r + 1, sg),
+            )
+            d30, d31, d32, d33 = (
+                _seg_load(pl, o0r, sg),
+                _seg_load(pl, o1r, sg),
+                _seg_load(pl, o0r + 1, sg),
+                _seg_load(pl, o1r + 1, sg),
+            )
             # B^T on the rows
             t00, t01, t02, t03 = vsub(d00, d20), vsub(d01, d21), vsub(d02, d22), vsub(d03, d23)
             t10, t11, t12, t13 = vadd(d10, d20), vadd(d11, d21), vadd(d12, d22), vadd(d13, d23)
@@ -341,14 +383,45 @@ def _tile_runs(q, lim, q_lane0, geo, runs):  # noqa: ANN001, ANN202
         if m == r:
             m = 0
             i += 1
-            if i == th + 1:
+            if i == ss // r:
                 i = 0
                 sl += 1
     return nrun
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _store_block(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
+def _segments(q0, qend, ss, rw, ss_flat, r, ncols, lanes, segs):  # noqa: ANN001, ANN202
+    """Where the tiles of the chunk at local position ``q0`` lie in the planes: per vector ``v`` of ``lanes``
+    positions, ``segs[v] = (f0, lo0, hi0, f1, lo1, hi1, f2, lo2, hi2)``, lanes ``lo_k .. hi_k`` at plane
+    positions ``f_k + l`` (empty runs past the tiles before ``qend``). Positions count ``ss`` tiles per sample
+    and ``rw`` per tile row; the planes hold ``ss_flat`` per sample and ``r`` per row. With ``rw == r`` (the
+    plane layout itself, its last row and column computed and dropped) a vector is one run; with ``rw = TW``
+    (only the tiles that store) a tile row is a run, and a vector spans at most three when ``2 TW >= lanes - 1``."""
+    segs[:] = 0
+    for v in range(ncols // lanes):
+        j0 = q0 + v * lanes
+        nl = min(lanes, qend - j0)
+        if rw == r:  # the plane layout: one run
+            segs[v, 0], segs[v, 2] = j0, max(nl, 0)
+            continue
+        lane = 0
+        k = 0
+        while lane < nl and k < 3:
+            j = j0 + lane
+            sl = j // ss
+            rem = j - sl * ss
+            i = rem // rw
+            m = rem - i * rw
+            run = min(nl - lane, rw - m)
+            segs[v, 3 * k] = sl * ss_flat + i * r + m - lane
+            segs[v, 3 * k + 1] = lane
+            segs[v, 3 * k + 2] = lane + run
+            lane += run
+            k += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _store_block(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
     """F(2x2, 3x3): output transform + epilogue of block ``cb`` (``rows`` channels) of the chunk at local flat
     position ``q0`` (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored
     for the tiles before ``qend`` (``geo`` as in :func:`_tile_runs`). ``runs``: scratch."""
@@ -357,7 +430,7 @@ def _store_block(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, r
     zero = vzero(mf)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
-    for p in range(0, chunk, lanes):
+    for p in range(0, ncols, lanes):
         q = q0 + p
         nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
         if nrun == 0:
@@ -420,7 +493,7 @@ def _nan_max4(a, b, c, d):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _store_block4(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
+def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
     """F(4x4, 3x3): as :func:`_store_block`, 36 frequencies per channel and 4x4 output tiles: rows of four
     interleaved vectors (:func:`vstore_quads`), or with the pool 2x2 pooled values per tile (pairs)."""
     oh, ow, o_n, pool = geo[5], geo[6], geo[7], geo[8]
@@ -429,7 +502,7 @@ def _store_block4(mf, chunk, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, 
     two, four, eight = vsplat(zero, 2.0), vsplat(zero, 4.0), vsplat(zero, 8.0)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
-    for p in range(0, chunk, lanes):
+    for p in range(0, ncols, lanes):
         q = q0 + p
         nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
         if nrun == 0:
@@ -516,7 +589,12 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     o_n = out.shape[1]
     th, tw = (oh + tsize - 1) // tsize, (ow + tsize - 1) // tsize
     r = tw + 1
-    ss = (th + 1) * r
+    ss_flat = (th + 1) * r  # plane positions per sample
+    # only the tiles that store, when a vector of them spans at most three runs of plane positions (a tile row
+    # each); else every plane position, the last row and column of each sample computed and dropped
+    compact = 2 * tw >= vlanes(x) - 1
+    rw = tw if compact else r
+    ss = th * rw if compact else ss_flat
     plen = pws.shape[1] // (tsize * tsize * c_n)
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -526,6 +604,7 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     nchunks = (total + chunk - 1) // chunk
     nt = pws.shape[0]
     runs = np.empty((vlanes(xf) + 2, 5), np.int64)
+    segs = np.empty((chunk // vlanes(xf), 9), np.int64)
     for t in range(t0, t1):
         pl = pws[t]
         vt = vws[t]
@@ -537,9 +616,9 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
             sa = pos // ss
             sb = min(sa + group, n)
             for sl in range(sb - sa):
-                _build_planes(xf, (sa + sl) * c_n * h * w, c_n, h, w, pl, plen, sl * ss, th, r, ph, pw, tsize)
+                _build_planes(xf, (sa + sl) * c_n * h * w, c_n, h, w, pl, plen, sl * ss_flat, th, r, ph, pw, tsize)
             qend = min(end, sb * ss) - sa * ss
-            geo = (sa, ss, r, th, tw, oh, ow, o_n, pool, tsize)
+            geo = (sa, ss, rw, th, tw, oh, ow, o_n, pool, tsize)
             # the next group's input, fetched a share per chunk while this group computes
             nxt0 = sb * c_n * h * w
             nxt1 = min(sb + group, (end + ss - 1) // ss, n) * c_n * h * w
@@ -552,22 +631,25 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
                 for e in range(a0, a1, vlanes(xf)):
                     prefetch(xf, e, False)
                 _prefetch_outputs(of, q0, min(q0 + chunk, qend), geo)
+                # the chunk's columns, in whole register tiles (a group's last chunk may be short)
+                ncols = -(-(min(q0 + chunk, qend) - q0) // (2 * vlanes(xf))) * 2 * vlanes(xf)
+                _segments(q0, qend, ss, rw, ss_flat, r, ncols, vlanes(xf), segs)
                 if tile.ndim == 2:
-                    _transform_input(pl, plen, q0, c_n, r, vt, chunk, vstep)
+                    _transform_input(pl, plen, segs, c_n, r, vt, chunk, ncols, vstep)
                 else:
-                    _transform_input4(pl, plen, q0, c_n, r, vt, chunk, vstep)
+                    _transform_input4(pl, plen, segs, c_n, r, vt, chunk, ncols, vstep)
                 # frequency-major: each frequency's transformed input (C x chunk) stays in L1 across the blocks
                 for k in range(nk):
                     for cb in range(ncb):
                         m0 = cb * 8 * mstep + k * chunk
                         woff = (k * ncb + cb) * c_n * 8
-                        _tile_rows(vt, k * vstep, offs, utf, woff, mt[m0 : m0 + 8 * mstep], chunk, mstep)
+                        _tile_rows(vt, k * vstep, offs, utf, woff, mt[m0 : m0 + 8 * mstep], ncols, mstep)
                 for cb in range(ncb):
                     rows = min(8, o_n - cb * 8)
                     if tile.ndim == 2:
-                        _store_block(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                        _store_block(mt, chunk, ncols, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
                     else:
-                        _store_block4(mt, chunk, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                        _store_block4(mt, chunk, ncols, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
             pos = sb * ss if sb * ss < end else end
 
 
@@ -663,7 +745,7 @@ def winograd_conv_runners(
             size = nt * t * t * c_n * plen
             old = buffer.arrays.get("p")
             pws = buffer("p", size, x.dtype)
-            if pws is not old:  # zeroed when allocated: the tiles computed and dropped read past a group's planes
+            if pws is not old:  # zeroed when allocated: dropped tiles (unpacked rows) read past a group's planes
                 pws[:] = 0
             pws = pws[:size].reshape(nt, t * t * c_n * plen)
             vws = buffer("v", nt * nk * vstep, x.dtype)[: nt * nk * vstep].reshape(nt, -1)
@@ -689,6 +771,7 @@ def winograd_conv_dispatchers() -> list[object]:
         _transform_input4,
         _store_block4,
         _tile_runs,
+        _segments,
         _transform_weights,
         _build_planes,
         _transform_input,

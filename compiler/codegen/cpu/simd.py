@@ -41,6 +41,7 @@ __all__ = [
     "vfma",
     "vlanes",
     "vload",
+    "vload_merge",
     "vload_strided2",
     "vload_strided4",
     "vmax",
@@ -375,6 +376,32 @@ def prefetch(typingctx: Any, arr: types.Type, idx: types.Type, write: types.Type
         return context.get_dummy_value()
 
     return types.none(arr, idx, write), codegen
+
+
+@intrinsic
+def vload_merge(typingctx: Any, arr: types.Type, idx: types.Type, v: types.Type, e0: types.Type, e1: types.Type) -> Any:
+    """``v`` with lanes ``e0 <= l < e1`` replaced by ``arr.flat[idx + l]`` (one masked load merging into ``v``; the
+    other lanes' addresses are never read, so ``idx`` may lie before the array's start; unchecked). A few of them
+    assemble a vector from runs that lie at different offsets."""
+    vt = _vec_of(arr)
+    if v != vt:
+        raise TypingError(f"vload_merge: {arr} values into a {v}")
+    _check_range("vload_merge", e0, e1)
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        n = vt.lanes
+        lt = context.get_value_type(vt)
+        i32 = ir.IntType(32)
+        e0v = context.cast(builder, args[3], sig.args[3], types.int64)
+        e1v = context.cast(builder, args[4], sig.args[4], types.int64)
+        ptr = _element_ptr(context, builder, sig.args[0], args[0], sig.args[1], args[1])
+        ptr = builder.bitcast(ptr, lt.as_pointer())
+        fnty = ir.FunctionType(lt, [lt.as_pointer(), i32, ir.VectorType(ir.IntType(1), n), lt])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.masked.load.v{n}f{vt.dtype.bitwidth}.p0")
+        mask = _lane_mask(context, builder, n, 0, e0v, e1v)
+        return builder.call(fn, [ptr, i32(vt.dtype.bitwidth // 8), mask, args[2]])
+
+    return vt(arr, idx, v, e0, e1), codegen
 
 
 @intrinsic
