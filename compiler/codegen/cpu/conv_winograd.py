@@ -160,15 +160,22 @@ def _build_planes(xf, src, c_n, h, w, pl, plen, off, th, r, ph, pw, t):  # noqa:
                         continue
                     # stream element e = padded column t*m0 + e; real columns pw .. pw + w - 1
                     lo, hi = pw - t * m0, pw + w - t * m0
+                    # all loads before the stores (which might alias them), so that LLVM loads the stream once
                     if t == 2:
-                        vstore_lanes(pl, d0 + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 0), 0, n)
-                        vstore_lanes(pl, d0 + plen + m0, vload_strided2(xf, s + 2 * m0, lo, hi, 1), 0, n)
+                        v0 = vload_strided2(xf, s + 2 * m0, lo, hi, 0)
+                        v1 = vload_strided2(xf, s + 2 * m0, lo, hi, 1)
+                        vstore_lanes(pl, d0 + m0, v0, 0, n)
+                        vstore_lanes(pl, d0 + plen + m0, v1, 0, n)
                     else:
                         e = s + 4 * m0
-                        vstore_lanes(pl, d0 + m0, vload_strided4(xf, e, lo, hi, 0), 0, n)
-                        vstore_lanes(pl, d0 + plen + m0, vload_strided4(xf, e, lo, hi, 1), 0, n)
-                        vstore_lanes(pl, d0 + 2 * plen + m0, vload_strided4(xf, e, lo, hi, 2), 0, n)
-                        vstore_lanes(pl, d0 + 3 * plen + m0, vload_strided4(xf, e, lo, hi, 3), 0, n)
+                        v0 = vload_strided4(xf, e, lo, hi, 0)
+                        v1 = vload_strided4(xf, e, lo, hi, 1)
+                        v2 = vload_strided4(xf, e, lo, hi, 2)
+                        v3 = vload_strided4(xf, e, lo, hi, 3)
+                        vstore_lanes(pl, d0 + m0, v0, 0, n)
+                        vstore_lanes(pl, d0 + plen + m0, v1, 0, n)
+                        vstore_lanes(pl, d0 + 2 * plen + m0, v2, 0, n)
+                        vstore_lanes(pl, d0 + 3 * plen + m0, v3, 0, n)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -421,30 +428,29 @@ def _segments(q0, qend, ss, rw, ss_flat, r, ncols, lanes, segs):  # noqa: ANN001
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _store_block(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
-    """F(2x2, 3x3): output transform + epilogue of block ``cb`` (``rows`` channels) of the chunk at local flat
-    position ``q0`` (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored
-    for the tiles before ``qend`` (``geo`` as in :func:`_tile_runs`). ``runs``: scratch."""
+def _store_block(mf, chunk, ncols, mrow, cb, rows, geo, bias, relu, of, mk, runs, nruns):  # noqa: ANN001, ANN202
+    """F(2x2, 3x3): output transform + epilogue of block ``cb`` (``rows`` channels) of a chunk's first ``ncols``
+    tiles (``mf``: per channel, ``mrow`` apart, its 16 frequencies' rows of ``chunk`` values), stored where
+    ``runs[v, :nruns[v]]`` say (:func:`_tile_runs` of vector ``v``; ``geo`` as there)."""
     oh, ow, o_n, pool = geo[5], geo[6], geo[7], geo[8]
     lanes = vlanes(mf)
     zero = vzero(mf)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
-    for p in range(0, ncols, lanes):
-        q = q0 + p
-        nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
-        if nrun == 0:
-            continue
-        for j in range(rows):
-            co = cb * 8 + j
-            y00, y01, y10, y11 = _output_tile(mf, co * mrow, p, chunk, chunk)
-            b = vsplat(zero, bias[co])
+    for j in range(rows):  # channel by channel: each writes its own output plane in order
+        co = cb * 8 + j
+        b = vsplat(zero, bias[co])
+        for vi in range(ncols // lanes):
+            nrun = nruns[vi]
+            if nrun == 0:
+                continue
+            y00, y01, y10, y11 = _output_tile(mf, co * mrow, vi * lanes, chunk, chunk)
             if pool:
                 v = vadd(vmax(vmax(y00, y01), vmax(y10, y11)), b)
                 if relu:
                     v = vmax(v, zero)
                 for u in range(nrun):
-                    a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                    a, nv, s, i, m = runs[vi, u, 0], runs[vi, u, 1], runs[vi, u, 2], runs[vi, u, 3], runs[vi, u, 4]
                     vstore_lanes(of, ((s * o_n + co) * ph2 + i) * pw2 + m - a, v, a, a + nv)
                 continue
             y00, y01, y10, y11 = vadd(y00, b), vadd(y01, b), vadd(y10, b), vadd(y11, b)
@@ -452,7 +458,7 @@ def _store_block(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, of
             if relu:
                 r00, r01, r10, r11 = vmax(y00, zero), vmax(y01, zero), vmax(y10, zero), vmax(y11, zero)
             for u in range(nrun):
-                a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                a, nv, s, i, m = runs[vi, u, 0], runs[vi, u, 1], runs[vi, u, 2], runs[vi, u, 3], runs[vi, u, 4]
                 d = ((s * o_n + co) * oh + 2 * i) * ow + 2 * (m - a)
                 e1 = 2 * (a + nv) - max(0, 2 * (m + nv) - ow)  # an odd width: the last tile's second column
                 if masked:
@@ -493,7 +499,7 @@ def _nan_max4(a, b, c, d):  # noqa: ANN001, ANN202
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, of, mk, runs):  # noqa: ANN001, ANN202
+def _store_block4(mf, chunk, ncols, mrow, cb, rows, geo, bias, relu, of, mk, runs, nruns):  # noqa: ANN001, ANN202
     """F(4x4, 3x3): as :func:`_store_block`, 36 frequencies per channel and 4x4 output tiles: rows of four
     interleaved vectors (:func:`vstore_quads`), or with the pool 2x2 pooled values per tile (pairs)."""
     oh, ow, o_n, pool = geo[5], geo[6], geo[7], geo[8]
@@ -502,14 +508,14 @@ def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, o
     two, four, eight = vsplat(zero, 2.0), vsplat(zero, 4.0), vsplat(zero, 8.0)
     masked = mk.shape[0] > 0
     pw2, ph2 = ow // 2, oh // 2
-    for p in range(0, ncols, lanes):
-        q = q0 + p
-        nrun = _tile_runs(q, min(q + lanes, qend), q, geo, runs)
-        if nrun == 0:
-            continue
-        for j in range(rows):
-            co = cb * 8 + j
-            o = co * mrow + p
+    for j in range(rows):  # channel by channel: each writes its own output plane in order
+        co = cb * 8 + j
+        b = vsplat(zero, bias[co])
+        for vi in range(ncols // lanes):
+            nrun = nruns[vi]
+            if nrun == 0:
+                continue
+            o = co * mrow + vi * lanes
             s0 = _freq_column(mf, o, chunk, 0, two, four, eight)
             s1 = _freq_column(mf, o, chunk, 1, two, four, eight)
             s2 = _freq_column(mf, o, chunk, 2, two, four, eight)
@@ -520,7 +526,6 @@ def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, o
             y1 = _at6(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1], two, four, eight)
             y2 = _at6(s0[2], s1[2], s2[2], s3[2], s4[2], s5[2], two, four, eight)
             y3 = _at6(s0[3], s1[3], s2[3], s3[3], s4[3], s5[3], two, four, eight)
-            b = vsplat(zero, bias[co])
             if pool:
                 p00 = vadd(_nan_max4(y0[0], y0[1], y1[0], y1[1]), b)
                 p01 = vadd(_nan_max4(y0[2], y0[3], y1[2], y1[3]), b)
@@ -529,7 +534,7 @@ def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, o
                 if relu:
                     p00, p01, p10, p11 = vmax(p00, zero), vmax(p01, zero), vmax(p10, zero), vmax(p11, zero)
                 for u in range(nrun):
-                    a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                    a, nv, s, i, m = runs[vi, u, 0], runs[vi, u, 1], runs[vi, u, 2], runs[vi, u, 3], runs[vi, u, 4]
                     d = ((s * o_n + co) * ph2 + 2 * i) * pw2 + 2 * (m - a)
                     e1 = 2 * (a + nv) - max(0, 2 * (m + nv) - pw2)
                     vstore_pairs(of, d, p00, p01, 2 * a, e1)
@@ -537,7 +542,7 @@ def _store_block4(mf, chunk, ncols, mrow, q0, qend, cb, rows, geo, bias, relu, o
                         vstore_pairs(of, d + pw2, p10, p11, 2 * a, e1)
                 continue
             for u in range(nrun):
-                a, nv, s, i, m = runs[u, 0], runs[u, 1], runs[u, 2], runs[u, 3], runs[u, 4]
+                a, nv, s, i, m = runs[vi, u, 0], runs[vi, u, 1], runs[vi, u, 2], runs[vi, u, 3], runs[vi, u, 4]
                 d = ((s * o_n + co) * oh + 4 * i) * ow + 4 * (m - a)
                 e0, e1 = 4 * a, 4 * (a + nv) - max(0, 4 * (m + nv) - ow)  # the last tile's columns past OW
                 for row in range(min(4, oh - 4 * i)):
@@ -603,7 +608,8 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     total = n * ss
     nchunks = (total + chunk - 1) // chunk
     nt = pws.shape[0]
-    runs = np.empty((vlanes(xf) + 2, 5), np.int64)
+    runs = np.empty((chunk // vlanes(xf), vlanes(xf) + 2, 5), np.int64)
+    nruns = np.empty(chunk // vlanes(xf), np.int64)
     segs = np.empty((chunk // vlanes(xf), 9), np.int64)
     for t in range(t0, t1):
         pl = pws[t]
@@ -638,6 +644,9 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
                     _transform_input(pl, plen, segs, c_n, r, vt, chunk, ncols, vstep)
                 else:
                     _transform_input4(pl, plen, segs, c_n, r, vt, chunk, ncols, vstep)
+                for v in range(ncols // vlanes(xf)):  # where each vector's tiles store
+                    q = q0 + v * vlanes(xf)
+                    nruns[v] = _tile_runs(q, min(q + vlanes(xf), qend), q, geo, runs[v])
                 # frequency-major: each frequency's transformed input (C x chunk) stays in L1 across the blocks
                 for k in range(nk):
                     for cb in range(ncb):
@@ -647,9 +656,9 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
                 for cb in range(ncb):
                     rows = min(8, o_n - cb * 8)
                     if tile.ndim == 2:
-                        _store_block(mt, chunk, ncols, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                        _store_block(mt, chunk, ncols, mstep, cb, rows, geo, bias, relu, of, mk, runs, nruns)
                     else:
-                        _store_block4(mt, chunk, ncols, mstep, q0, qend, cb, rows, geo, bias, relu, of, mk, runs)
+                        _store_block4(mt, chunk, ncols, mstep, cb, rows, geo, bias, relu, of, mk, runs, nruns)
             pos = sb * ss if sb * ss < end else end
 
 
