@@ -8,7 +8,7 @@ import pytest
 
 import symdl as sd
 from compiler.codegen.cpu import library_linalg as L
-from compiler.codegen.cpu.conv_winograd import winograd_applies, winograd_conv_runners
+from compiler.codegen.cpu.conv_winograd import _tile_size, _transform_weights, winograd_applies, winograd_conv_runners
 from symdl.graph import apply
 from symdl.ops.conv import Conv
 
@@ -121,9 +121,12 @@ def test_winograd_is_the_default_for_3x3_stride_1_with_enough_channels():
     assert L.default_conv_algo(conv_node((None, 8, 10, 12), (8, 8, 3, 3))) == "winograd"
     # small images: the dropped border tiles weigh more than the saved multiplications
     assert L.default_conv_algo(conv_node((None, 8, 9, 9), (8, 8, 3, 3))) != "winograd"
-    # too few channels for the transforms to pay: the direct kernels
+    # too few channels for the transforms to pay, or too many (transformed weights per call, working set)
     assert L.default_conv_algo(conv_node((None, 3, 32, 32), (16, 3, 3, 3))) != "winograd"
     assert L.default_conv_algo(conv_node((None, 16, 32, 32), (4, 16, 3, 3))) != "winograd"
+    assert L.default_conv_algo(conv_node((None, 256, 16, 16), (256, 256, 3, 3))) == "winograd"
+    assert L.default_conv_algo(conv_node((None, 512, 14, 14), (512, 512, 3, 3))) != "winograd"
+    assert L.default_conv_algo(conv_node((None, 64, 14, 14), (512, 64, 3, 3))) != "winograd"
     # not F(2x2, 3x3)
     assert L.default_conv_algo(conv_node((None, 16, 9, 9), (16, 16, 3, 3), stride=(2, 2))) != "winograd"
     assert L.default_conv_algo(conv_node((None, 16, 9, 9), (16, 16, 3, 3), dilation=(2, 2))) != "winograd"
@@ -205,3 +208,39 @@ def test_first_call_compiles_both_tile_sizes_so_no_image_size_compiles_later(rng
         run(x, w, out, b, True)
         close(out, np.maximum(reference(x, w, ((1, 1), (1, 1)), b), 0), np.float32)
     assert len(_winograd_range.signatures) == after_first
+
+
+def test_tile_size_follows_image_size_and_channels():
+    """F(4x4) from 16x16 outputs with few channels, from 32x32 with many; F(2x2) below."""
+    assert _tile_size(16, 40, 48) == 4 and _tile_size(15, 40, 48) == 2
+    assert _tile_size(16, 16, 256) == 2 and _tile_size(32, 33, 256) == 4
+
+
+@pytest.mark.parametrize("tile", [2, 4])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_transform_is_g_g_gt_per_filter_in_tile_order(rng, tile, dtype):
+    """``ut[k, o // 8, c, o % 8] = (G g G^T).flat[k]`` for each filter ``g = w[o, c]``, zero past the last
+    output channel (11 here: the second block half empty), against the textbook matrices."""
+    g_mat = {
+        2: np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+        4: np.array(
+            [
+                [1 / 4, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6],
+                [0, 0, 1],
+            ]
+        ),
+    }[tile]
+    w = rng.standard_normal((11, 5, 3, 3)).astype(dtype)
+    nk = (tile + 2) ** 2
+    ut = np.full((nk, 2, 5, 8), np.nan, dtype)
+    _transform_weights(w, ut, tile)
+    want = np.einsum("aq,ocqs,bs->abco", g_mat, w.astype(np.float64), g_mat).reshape(nk, 5, 11)
+    got = ut.transpose(0, 2, 1, 3).reshape(nk, 5, 16)
+    np.testing.assert_allclose(
+        got[:, :, :11], want, rtol=1e-6 if dtype == np.float32 else 1e-13, atol=1e-6 if dtype == np.float32 else 1e-13
+    )
+    assert (got[:, :, 11:] == 0).all()

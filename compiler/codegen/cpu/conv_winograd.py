@@ -76,11 +76,19 @@ __all__ = ["WINOGRAD_CHUNK", "winograd_applies", "winograd_conv_dispatchers", "w
 #: ((t+2)^2 x O x chunk) stay in L2; a multiple of every vector pair width (32 float32 values)
 WINOGRAD_CHUNK = 128
 
-#: F(4x4, 3x3) where both output dims are at least this: 36 multiplications per 16 outputs instead of 64, but
-#: larger transforms, 6x the rounding error of F(2x2) (both far inside float32 test tolerances), and more tiles
-#: dropped at the borders. Measured single-threaded per sample: 16->32 channels at 32x32 65 us against 74-80 with
-#: F(2x2); 32->32 channels at 16x16 40 against 41 (so F(2x2) there, the more accurate)
-WINOGRAD_F4_MIN_SIZE = 24
+#: F(4x4, 3x3) where both output dims are at least this and the channels are few (input + output <=
+#: :data:`WINOGRAD_F4_MAX_CHANNELS`), or both dims are at least twice this: 36 multiplications per 16 outputs
+#: instead of 64, but larger transforms (their share grows with the channels' working set) and 6x the rounding
+#: error of F(2x2) (both far inside float32 test tolerances). Measured single-threaded per sample (F(4x4) against
+#: F(2x2)): 16->32 channels at 32x32 56 against 71 us; 32->32 at 16x16 with a 2x2 pool 31-36 against 35-38;
+#: 64->64 at 16x16 101 against 123; 128->128 at 16x16 519 against 420; 128->128 at 32x32 1865 against 2106
+WINOGRAD_F4_MIN_SIZE = 16
+WINOGRAD_F4_MAX_CHANNELS = 128
+
+#: at most this many bytes of a chunk's transformed input and GEMM results (``(C + O) (t+2)^2 chunk`` values),
+#: so that they stay in L2 (1 MiB per core here): with 128+ channels the chunk shrinks from WINOGRAD_CHUNK toward
+#: 32 tile positions (measured: 8-17% faster on 128-512 channels)
+_CHUNK_BYTES = 1280 * 1024
 
 #: the planes of at most this many bytes of samples are built at once (per thread), so that they stay in L2
 _GROUP_BYTES = 256 * 1024
@@ -98,42 +106,50 @@ def winograd_applies(w_shape: tuple, stride: tuple, dilation: tuple, groups: int
     )
 
 
-@njit(cache=True)
-def _transform_weights(w, ut, t):  # noqa: ANN001, ANN202
-    """``ut (K, NCB, C, 8)``, ``K = (t+2)**2``: ``U = G g G^T`` of each 3x3 filter ``g = w[o, c]`` for F(t x t,
-    3x3) (``t`` 2 or 4; computed in float64), at ``ut[k, o // 8, c, o % 8]`` with ``k = (t+2)*row + col``; zero
-    past the last output channel."""
-    o_n, c_n = w.shape[0], w.shape[1]
-    a_n = t + 2
-    g_mat = np.zeros((a_n, 3))
+def _filter_transform(t: int) -> np.ndarray:
+    """``G`` of F(t x t, 3x3) ((t+2) x 3; Lavin & Gray's points 0, +-1 for t = 2 and 0, +-1, +-2 for t = 4)."""
     if t == 2:
-        g_mat[0, 0] = 1.0
-        g_mat[1, :] = 0.5
-        g_mat[2, 0], g_mat[2, 1], g_mat[2, 2] = 0.5, -0.5, 0.5
-        g_mat[3, 2] = 1.0
-    else:
-        g_mat[0, 0] = 0.25
-        g_mat[1, :] = -1.0 / 6.0
-        g_mat[2, 0], g_mat[2, 1], g_mat[2, 2] = -1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0
-        g_mat[3, 0], g_mat[3, 1], g_mat[3, 2] = 1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0
-        g_mat[4, 0], g_mat[4, 1], g_mat[4, 2] = 1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0
-        g_mat[5, 2] = 1.0
-    ut[:] = 0
-    tmp = np.empty((a_n, 3))
-    for o in range(o_n):
+        return np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    return np.array(
+        [
+            [1 / 4, 0, 0],
+            [-1 / 6, -1 / 6, -1 / 6],
+            [-1 / 6, 1 / 6, -1 / 6],
+            [1 / 24, 1 / 12, 1 / 6],
+            [1 / 24, -1 / 12, 1 / 6],
+            [0, 0, 1],
+        ]
+    )
+
+
+#: per tile size, ``U = G g G^T`` as one matrix on the 9 filter taps: ``U.flat[k] = sum_q M[k, q] g.flat[q]``
+_FILTER_MATRICES = {
+    t: np.einsum("aq,bs->abqs", _filter_transform(t), _filter_transform(t)).reshape(-1, 9) for t in (2, 4)
+}
+
+
+def _transform_weights(w: np.ndarray, ut: np.ndarray, t: int) -> None:
+    """``ut (K, NCB, C, 8)``, ``K = (t+2)**2``: ``U = G g G^T`` of each 3x3 filter ``g = w[o, c]`` for F(t x t,
+    3x3) (``t`` 2 or 4), at ``ut[k, o // 8, c, o % 8]`` with ``k = (t+2)*row + col``; zero past the last output
+    channel. One BLAS product of the (K x 9) transform with all filters' taps, in ``w``'s dtype (float32 adds
+    ~1e-7 of relative error to ``U``, far below F(4x4)'s own): a scalar loop took 14 ms for 512 x 512 filters,
+    more than the convolution of a 14x14 image."""
+    nk, ncb, c_n = ut.shape[0], ut.shape[1], w.shape[1]
+    taps = np.empty((9, ncb, c_n, 8), w.dtype)
+    _gather_taps(w.reshape(w.shape[0], c_n, 9), taps)
+    np.dot(_FILTER_MATRICES[t].astype(w.dtype), taps.reshape(9, -1), out=ut.reshape(nk, -1))
+
+
+@njit(cache=True, nogil=True)
+def _gather_taps(w9, taps):  # noqa: ANN001, ANN202
+    """``taps[q, o // 8, c, o % 8] = w9[o, c, q]``, zero past the last output channel (one pass over ``w9``)."""
+    o_n, c_n = w9.shape[0], w9.shape[1]
+    for cb in range(taps.shape[1]):  # writes: nine sequential streams; reads: eight
         for c in range(c_n):
-            for a in range(a_n):
-                for s in range(3):
-                    acc = 0.0
-                    for q in range(3):
-                        acc += g_mat[a, q] * np.float64(w[o, c, q, s])
-                    tmp[a, s] = acc
-            for a in range(a_n):
-                for b in range(a_n):
-                    acc = 0.0
-                    for s in range(3):
-                        acc += tmp[a, s] * g_mat[b, s]
-                    ut[a_n * a + b, o // 8, c, o % 8] = acc
+            for j in range(8):
+                o = cb * 8 + j
+                for q in range(9):
+                    taps[q, cb, c, j] = w9[o, c, q] if o < o_n else 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -197,7 +213,8 @@ def _seg_load(pl, b, sg):  # noqa: ANN001, ANN202
     the lanes past the group's last tile."""
     v = vload_merge(pl, b + sg[0], vzero(pl), sg[1], sg[2])
     v = vload_merge(pl, b + sg[3], v, sg[4], sg[5])
-    return vload_merge(pl, b + sg[6], v, sg[7], sg[8])
+    v = vload_merge(pl, b + sg[6], v, sg[7], sg[8])
+    return vload_merge(pl, b + sg[9], v, sg[10], sg[11])
 
 
 @njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -225,7 +242,7 @@ def _transform_input4(pl, plen, segs, c_n, r, vt, chunk, ncols, step):  # noqa: 
         base = c * 16 * plen
         for p in range(0, ncols, lanes):
             g = segs[p // lanes]
-            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8])
+            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11])
             # plane (pr, pc) starts at base + (4*pr + pc)*plen; patch rows 4 and 5 are rows 0 and 1 one tile on
             x0 = _row6(pl, base, plen, sg)
             x1 = _row6(pl, base + 4 * plen, plen, sg)
@@ -278,7 +295,7 @@ def _transform_input(pl, plen, segs, c_n, r, vt, chunk, ncols, step):  # noqa: A
         o1 = o0 + plen
         for p in range(0, ncols, lanes):
             g = segs[p // lanes]
-            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8])
+            sg = (g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11])
             # patch rows a = 0..3: plane row parity a % 2, row offset (a // 2) * r
             d00, d01, d02, d03 = (
                 _seg_load(pl, e0, sg),
@@ -413,7 +430,7 @@ def _segments(q0, qend, ss, rw, ss_flat, r, ncols, lanes, segs):  # noqa: ANN001
             continue
         lane = 0
         k = 0
-        while lane < nl and k < 3:
+        while lane < nl and k < 4:
             j = j0 + lane
             sl = j // ss
             rem = j - sl * ss
@@ -597,7 +614,8 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     ss_flat = (th + 1) * r  # plane positions per sample
     # only the tiles that store, when a vector of them spans at most three runs of plane positions (a tile row
     # each); else every plane position, the last row and column of each sample computed and dropped
-    compact = 2 * tw >= vlanes(x) - 1
+    lanes = vlanes(x)
+    compact = 3 * tw >= lanes - 1 or (lanes % tw == 0 and chunk % tw == 0 and 4 * tw >= lanes)
     rw = tw if compact else r
     ss = th * rw if compact else ss_flat
     plen = pws.shape[1] // (tsize * tsize * c_n)
@@ -610,7 +628,7 @@ def _winograd_range(x, ut, out, dims, bias, relu, mask, pws, vws, mws, offs, til
     nt = pws.shape[0]
     runs = np.empty((chunk // vlanes(xf), vlanes(xf) + 2, 5), np.int64)
     nruns = np.empty(chunk // vlanes(xf), np.int64)
-    segs = np.empty((chunk // vlanes(xf), 9), np.int64)
+    segs = np.empty((chunk // vlanes(xf), 12), np.int64)
     for t in range(t0, t1):
         pl = pws[t]
         vt = vws[t]
@@ -678,6 +696,15 @@ def _skew(n: int) -> int:
     return -(-n // 1024) * 1024 + 16
 
 
+def _tile_size(oh: int, ow: int, channels: int) -> int:
+    """4 (F(4x4, 3x3)) or 2 for an ``oh x ow`` output with ``channels`` input + output channels (see
+    :data:`WINOGRAD_F4_MIN_SIZE`)."""
+    size = min(oh, ow)
+    if size >= 2 * WINOGRAD_F4_MIN_SIZE or (size >= WINOGRAD_F4_MIN_SIZE and channels <= WINOGRAD_F4_MAX_CHANNELS):
+        return 4
+    return 2
+
+
 def winograd_conv_runners(
     pads: tuple[int, int], min_parallel_macs: int, pool_hi_pads: tuple[int, int] | None = None, tile: int | None = None
 ) -> tuple[Callable[..., None], Callable[..., None], list[object]]:
@@ -687,8 +714,8 @@ def winograd_conv_runners(
     O values) and then ReLU when ``relu``; a boolean ``mask`` like ``out`` receives ``conv + bias > 0``. With
     ``pool_hi_pads`` (the bottom/right padding) ``out`` is the 2x2 max pool of the result (floor mode). Split
     across the threads from ``min_parallel_macs`` direct multiply-adds; ``serial`` is the one-thread twin.
-    ``tile``: the output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); None picks 4 for outputs of at least
-    :data:`WINOGRAD_F4_MIN_SIZE` in both dims."""
+    ``tile``: the output tile, 2 (F(2x2, 3x3)) or 4 (F(4x4, 3x3)); None picks by size and channel count
+    (:data:`WINOGRAD_F4_MIN_SIZE`)."""
     ph, pw = pads
     buffer = _Workspaces()
     warmed = [False]  # both tile sizes compiled (see run)
@@ -705,7 +732,7 @@ def winograd_conv_runners(
             x = np.ascontiguousarray(x)
             w = np.ascontiguousarray(w)
             oh, ow = _conv_out_size(out, x.shape, pads, pool_hi_pads, (2, 2))
-            t = tile or (4 if min(oh, ow) >= WINOGRAD_F4_MIN_SIZE else 2)
+            t = tile or _tile_size(oh, ow, x.shape[1] + w.shape[0])
             if tile is None and not warmed[0]:
                 # which tile size a call takes depends on its image size, and each is its own compiled function:
                 # the first call (compile's warm-up) also runs the other one first (same result; the chosen one
@@ -740,7 +767,9 @@ def winograd_conv_runners(
             th, tw = (oh + t - 1) // t, (ow + t - 1) // t
             r = tw + 1
             ss = (th + 1) * r
-            chunk = WINOGRAD_CHUNK
+            # the chunk's transformed input and GEMM results within L2: fewer tile positions for many channels
+            per_column = (c_n + 8 * ncb) * nk * x.dtype.itemsize
+            chunk = max(32, min(WINOGRAD_CHUNK, _CHUNK_BYTES // per_column // 32 * 32))
             lanes = lanes_for(x.dtype)
             group = max(1, min(n, _GROUP_BYTES // (t * t * c_n * ss * x.dtype.itemsize)))
             macs = out.size * c_n * 9 * (4 if pool_hi_pads is not None else 1)
@@ -781,7 +810,7 @@ def winograd_conv_dispatchers() -> list[object]:
         _store_block4,
         _tile_runs,
         _segments,
-        _transform_weights,
+        _gather_taps,
         _build_planes,
         _transform_input,
         _output_tile,

@@ -620,23 +620,29 @@ DIRECT_MAX_GROUP_GEMM = 16
 #: 3->16 channels at 32x32: 0.69 ms against 0.46 with the SIMD kernel).
 WINOGRAD_MIN_CHANNELS = 8
 
-#: ... and the smallest output height and width (where static): the border tiles Winograd computes and drops
-#: weigh more on small images. Per sample, one thread: 8x8 outputs 8.9 us against 5.7 with the SIMD kernel,
-#: 10x10 22 against 26, 12x12 16 against 21.
+#: ... and the most: the transformed weights ((t+2)^2/9 the size of the weights) are rebuilt every call, and
+#: the per-chunk working set outgrows L2. Per sample, one thread, F(2x2) against the SIMD kernel: 256->256 at
+#: 8x8 (batch 8) 0.59 against 1.2 ms, 512->512 at 7x7 4.5 against 3.5, at 14x14 batch 1 17.6 against 14.8.
+WINOGRAD_MAX_CHANNELS = 256
+
+#: ... and the smallest output height and width (where static). Since a vector holds only the tiles that store,
+#: F(2x2) wins down to 6x6 (32->32: 13.0 against 15.3 us per sample at 6x6, 14.0 against 21.1 at 8x8; 4x4 8.9
+#: against 8.5); the limit stays at 10 so that small models (the demo's 8x8 digits) do not compile the Winograd
+#: kernels (~9 s once per machine) for a few microseconds.
 WINOGRAD_MIN_SIZE = 10
 
 
 def default_conv_algo(node: Tensor) -> str:
-    """Decided from static shapes: a 3x3 stride-1 ungrouped forward convolution with enough channels and a large
-    enough output (see :data:`WINOGRAD_MIN_CHANNELS`, :data:`WINOGRAD_MIN_SIZE`) runs ``"winograd"``; otherwise
-    stride 1 runs ``"simd"`` for thin grouped convolutions (depthwise) and where the register tiles are well
-    filled (:func:`simd_conv_efficiency`); a strided thin grouped convolution runs ``"direct"``; everything else
-    ``"im2col"``."""
+    """Decided from static shapes: a 3x3 stride-1 ungrouped forward convolution with neither too few nor too many
+    channels and a large enough output (see :data:`WINOGRAD_MIN_CHANNELS`, :data:`WINOGRAD_MAX_CHANNELS`,
+    :data:`WINOGRAD_MIN_SIZE`) runs ``"winograd"``; otherwise stride 1 runs ``"simd"`` for thin grouped
+    convolutions (depthwise) and where the register tiles are well filled (:func:`simd_conv_efficiency`); a
+    strided thin grouped convolution runs ``"direct"``; everything else ``"im2col"``."""
     op = node.op
     if (
         isinstance(op, Conv)
         and winograd_applies(node.inputs[1].shape, op.stride, op.dilation, op.groups)
-        and all(d is not None and d >= WINOGRAD_MIN_CHANNELS for d in node.inputs[1].shape[:2])
+        and all(d is not None and WINOGRAD_MIN_CHANNELS <= d <= WINOGRAD_MAX_CHANNELS for d in node.inputs[1].shape[:2])
         and all(d is None or d >= WINOGRAD_MIN_SIZE for d in node.shape[2:])
     ):
         return "winograd"
