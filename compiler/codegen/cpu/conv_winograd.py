@@ -48,6 +48,7 @@ import numpy as np
 from numba import njit
 
 from compiler.codegen.cpu.conv_simd import _bias_alone, _conv_out_size, _padded_bias, _tile_rows, _Workspaces
+from compiler.codegen.cpu.gemm import gemm
 from compiler.codegen.cpu.parallel import get_num_threads, task_runners
 from compiler.codegen.cpu.simd import (
     lanes_for,
@@ -133,16 +134,19 @@ def _transform_weights(w: np.ndarray, ut: np.ndarray, t: int) -> None:
     3x3) (``t`` 2 or 4), at ``ut[k, o // 8, c, o % 8]`` with ``k = (t+2)*row + col``; zero past the last output
     channel. One BLAS product of the (K x 9) transform with all filters' taps, in ``w``'s dtype (float32 adds
     ~1e-7 of relative error to ``U``, far below F(4x4)'s own): a scalar loop took 14 ms for 512 x 512 filters,
-    more than the convolution of a 14x14 image."""
+    more than the convolution of a 14x14 image. The product runs on the single-threaded BLAS of the compiled
+    kernels (:mod:`compiler.codegen.cpu.gemm`): NumPy's own ``np.dot`` woke its BLAS's threads, whose spinning
+    slowed the next kernels by 10-20%."""
     nk, ncb, c_n = ut.shape[0], ut.shape[1], w.shape[1]
+    m = _FILTER_MATRICES[t] if w.dtype == np.float64 else _FILTER_MATRICES[t].astype(w.dtype)
     taps = np.empty((9, ncb, c_n, 8), w.dtype)
-    _gather_taps(w.reshape(w.shape[0], c_n, 9), taps)
-    np.dot(_FILTER_MATRICES[t].astype(w.dtype), taps.reshape(9, -1), out=ut.reshape(nk, -1))
+    _transform_taps(w.reshape(w.shape[0], c_n, 9), m, taps, ut.reshape(nk, -1))
 
 
 @njit(cache=True, nogil=True)
-def _gather_taps(w9, taps):  # noqa: ANN001, ANN202
-    """``taps[q, o // 8, c, o % 8] = w9[o, c, q]``, zero past the last output channel (one pass over ``w9``)."""
+def _transform_taps(w9, m, taps, ut2):  # noqa: ANN001, ANN202
+    """``taps[q, o // 8, c, o % 8] = w9[o, c, q]`` (zero past the last output channel, one pass over ``w9``),
+    then ``ut2 = m @ taps`` (as ``(9, NCB * C * 8)``)."""
     o_n, c_n = w9.shape[0], w9.shape[1]
     for cb in range(taps.shape[1]):  # writes: nine sequential streams; reads: eight
         for c in range(c_n):
@@ -150,6 +154,7 @@ def _gather_taps(w9, taps):  # noqa: ANN001, ANN202
                 o = cb * 8 + j
                 for q in range(9):
                     taps[q, cb, c, j] = w9[o, c, q] if o < o_n else 0
+    gemm(m, taps.reshape(9, -1), ut2, 0.0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -810,7 +815,8 @@ def winograd_conv_dispatchers() -> list[object]:
         _store_block4,
         _tile_runs,
         _segments,
-        _gather_taps,
+        _transform_taps,
+        gemm,
         _build_planes,
         _transform_input,
         _output_tile,
