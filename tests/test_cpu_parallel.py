@@ -105,11 +105,11 @@ def test_spin_waits_see_a_change_and_give_up_after_their_budget():
     from compiler.codegen.cpu.spin import spin_until_all_equal, spin_until_changed
 
     counters = np.array([4, 7], np.int64)
-    assert spin_until_changed(counters, 1, 5, 10**12) == 7  # already different: returns at once
-    assert spin_until_changed(counters, 0, 4, 1000) == 4  # never changes: gives up
-    assert spin_until_all_equal(counters, np.array([4, 7], np.int64), 2, 1000)
-    assert not spin_until_all_equal(counters, np.array([4, 8], np.int64), 2, 1000)
-    assert spin_until_all_equal(counters, np.array([4, 8], np.int64), 1, 1000)  # only the first n compared
+    assert spin_until_changed(counters, 1, 5, 10**12, 0) == 7  # already different: returns at once
+    assert spin_until_changed(counters, 0, 4, 1000, 0) == 4  # never changes: gives up
+    assert spin_until_all_equal(counters, np.array([4, 7], np.int64), 2, 1000, 0)
+    assert not spin_until_all_equal(counters, np.array([4, 8], np.int64), 2, 1000, 0)
+    assert spin_until_all_equal(counters, np.array([4, 8], np.int64), 1, 1000, 0)  # only the first n compared
 
     def bump() -> None:
         import time
@@ -119,8 +119,31 @@ def test_spin_waits_see_a_change_and_give_up_after_their_budget():
 
     t = threading.Thread(target=bump)
     t.start()
-    assert spin_until_changed(counters, 0, 4, 10**13) == 5
+    assert spin_until_changed(counters, 0, 4, 10**13, 0) == 5
     t.join()
+
+
+def test_spin_waits_linger_after_the_change_but_not_after_giving_up():
+    """A spin that sees its change goes on for ``linger`` ticks (so the other thread has released the GIL when it
+    returns); one that gives up returns at once. The cycle counter runs at >= 1 GHz on any current CPU, so a
+    linger of 2e8 ticks is at most 0.2 s, and at least 0.02 s below 10 GHz."""
+    import time
+
+    from compiler.codegen.cpu.spin import spin_until_all_equal, spin_until_changed
+
+    counters = np.array([4, 7], np.int64)
+    spin_until_changed(counters, 1, 5, 10, 10)  # compile outside the timing
+    spin_until_all_equal(counters, counters, 2, 10, 10)
+    t0 = time.perf_counter()
+    assert spin_until_changed(counters, 1, 5, 10**12, 2 * 10**8) == 7
+    assert 0.02 < time.perf_counter() - t0 < 1.0
+    t0 = time.perf_counter()
+    assert spin_until_all_equal(counters, counters.copy(), 2, 10**12, 2 * 10**8)
+    assert 0.02 < time.perf_counter() - t0 < 1.0
+    t0 = time.perf_counter()
+    assert spin_until_changed(counters, 0, 4, 1000, 10**12) == 4  # gave up: no linger (10**12 ticks = minutes)
+    assert not spin_until_all_equal(counters, np.array([4, 8], np.int64), 2, 1000, 10**12)
+    assert time.perf_counter() - t0 < 1.0
 
 
 @pytest.mark.parametrize("n_threads", [2, 3])

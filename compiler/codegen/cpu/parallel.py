@@ -66,8 +66,12 @@ class _Pool:
     def __init__(self, size: int) -> None:
         import numpy as np
 
+        from compiler.codegen.cpu.spin import LINGER_TICKS, SPIN_TICKS
+
         self.size = size
         self.pid = os.getpid()
+        self.spin_ticks = SPIN_TICKS  # read at every hand-off: a benchmark may compare settings in one process
+        self.linger_ticks = LINGER_TICKS
         self.busy = threading.Lock()
         self.jobs: list[tuple[Callable[..., Any], tuple, int, int] | None] = [None] * (size - 1)
         self.errors: list[BaseException | None] = [None] * (size - 1)
@@ -81,11 +85,11 @@ class _Pool:
             threading.Thread(target=self._work, args=(w,), name=f"symdl-cpu-{w + 1}", daemon=True).start()
 
     def _work(self, w: int) -> None:
-        from compiler.codegen.cpu.spin import SPIN_TICKS, spin_until_changed
+        from compiler.codegen.cpu.spin import spin_until_changed
 
         seen = 0
         while True:
-            if spin_until_changed(self.posted, w, seen, SPIN_TICKS) == seen:
+            if spin_until_changed(self.posted, w, seen, self.spin_ticks, self.linger_ticks) == seen:
                 self.sleeping[w] = True
                 if self.posted[w] == seen:
                     self.wake[w].acquire()
@@ -113,9 +117,9 @@ class _Pool:
 
     def _wait(self, n: int) -> None:
         """Until workers ``0 .. n-1`` have finished every job posted to them."""
-        from compiler.codegen.cpu.spin import SPIN_TICKS, spin_until_all_equal
+        from compiler.codegen.cpu.spin import spin_until_all_equal
 
-        if n == 0 or spin_until_all_equal(self.finished, self.posted, n, SPIN_TICKS):
+        if n == 0 or spin_until_all_equal(self.finished, self.posted, n, self.spin_ticks, self.linger_ticks):
             return
         while True:
             self.waiting = True

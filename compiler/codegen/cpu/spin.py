@@ -8,6 +8,13 @@ reads a counter with acquire loads (the compiler may not hoist them out of the l
 reads (``pause`` on x86), and gives up after a budget of cycle-counter ticks, after which the caller blocks as
 before. Writers are plain Python stores made under the GIL; the GIL orders them with everything else the
 threads do in Python.
+
+Seeing the change is not the end of the hand-off: the spinning thread must then take the GIL back, and the
+thread that made the change still holds it for the few microseconds until it enters its own ``nogil`` kernel.
+A thread that asks for the GIL while it is held sleeps on a condition variable, and its vCPU halts: the
+hand-off then took 45-70 us instead of ~15 (measured with cycle-counter stamps in the conv-BN-ReLU net). So a
+spin that sees the change lingers ``linger`` ticks more (:data:`LINGER_TICKS`, a few microseconds) before it
+returns, by which time the GIL is usually free.
 """
 
 from __future__ import annotations
@@ -21,11 +28,19 @@ from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-__all__ = ["SPIN_TICKS", "spin_until_all_equal", "spin_until_changed"]
+__all__ = ["LINGER_TICKS", "SPIN_TICKS", "spin_until_all_equal", "spin_until_changed"]
 
 #: how long a spin lasts before its caller falls back to blocking, in cycle-counter ticks (the TSC on x86,
-#: ~2-4 GHz: 50-100 us), long enough to span the Python between two kernels of a plan
-SPIN_TICKS = 200_000
+#: ~2-4 GHz: 0.5-1 ms): long enough to span the Python between two kernels of a plan and the imbalance of two
+#: threads' halves of a kernel on a busy VM (with 200k ticks, ~77 us here, the worker had gone to sleep before
+#: half of the conv-BN-ReLU net's kernels, and each wake cost 60-75 us)
+SPIN_TICKS = 2_000_000
+
+#: how long a spin goes on after it has seen the change it waited for (~2.5-5 us), so that the thread that made
+#: it has released the GIL by then (see the module docstring). A no-op 2-thread ``parallel_for`` measured 29-44 us
+#: back to back with none, 9-14 us with 6-10k ticks and 20-27 us with 20k (2.6 GHz TSC; the linger is paid
+#: twice per hand-off, so more than the GIL's few microseconds is pure cost)
+LINGER_TICKS = 10_000
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
@@ -74,20 +89,32 @@ def _relax(typingctx: Any) -> Any:
 
 
 @njit(cache=True, nogil=True)
-def spin_until_changed(counters, i, old, budget):  # noqa: ANN001, ANN201
-    """Spin until ``counters[i] != old`` or ``budget`` ticks have passed; returns the last value read."""
+def _spin_for(ticks):  # noqa: ANN001, ANN202
+    """Spin for ``ticks`` cycle-counter ticks."""
+    start = _ticks()
+    while _ticks() - start < ticks:
+        _relax()
+
+
+@njit(cache=True, nogil=True)
+def spin_until_changed(counters, i, old, budget, linger):  # noqa: ANN001, ANN201
+    """Spin until ``counters[i] != old`` (then ``linger`` ticks more) or ``budget`` ticks have passed; returns
+    the last value read."""
     start = _ticks()
     while True:
         v = _load_acquire(counters, i)
-        if v != old or _ticks() - start > budget:
+        if v != old:
+            _spin_for(linger)
+            return v
+        if _ticks() - start > budget:
             return v
         _relax()
 
 
 @njit(cache=True, nogil=True)
-def spin_until_all_equal(a, b, n, budget):  # noqa: ANN001, ANN201
-    """Spin until ``a[k] == b[k]`` for every ``k < n`` or ``budget`` ticks have passed; returns whether they
-    all are."""
+def spin_until_all_equal(a, b, n, budget, linger):  # noqa: ANN001, ANN201
+    """Spin until ``a[k] == b[k]`` for every ``k < n`` (then ``linger`` ticks more) or ``budget`` ticks have
+    passed; returns whether they all are."""
     start = _ticks()
     while True:
         same = True
@@ -96,6 +123,7 @@ def spin_until_all_equal(a, b, n, budget):  # noqa: ANN001, ANN201
                 same = False
                 break
         if same:
+            _spin_for(linger)
             return True
         if _ticks() - start > budget:
             return False
