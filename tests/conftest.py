@@ -20,12 +20,24 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 
-import numpy as np
-import pytest
+# pytest-xdist (``-n``): each worker gets its own Numba disk cache. Numba saves a function's cache index as a
+# read-modify-write of one file, so two processes first compiling two signatures of one function at the same moment
+# can leave an index entry pointing at the other's machine code. symdl's own source cache is content-addressed and
+# written atomically, so it stays shared. (Set before anything imports Numba, which reads it once.)
+_XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _XDIST_WORKER and "numba" not in sys.modules:
+    _numba_cache = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
+        os.environ.get("SYMDL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "symdl"), "numba"
+    )
+    os.environ["NUMBA_CACHE_DIR"] = os.path.join(_numba_cache, f"xdist-{_XDIST_WORKER}")
 
-import symdl
-import symdl.function
+import numpy as np  # noqa: E402 - after the Numba cache set-up above
+import pytest  # noqa: E402 - after the Numba cache set-up above
+
+import symdl  # noqa: E402 - after the Numba cache set-up above
+import symdl.function  # noqa: E402 - after the Numba cache set-up above
 
 
 def pytest_addoption(parser):
@@ -187,6 +199,20 @@ def pytest_configure(config):
 
     symdl.compile = entry
     symdl.function.compile = entry
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under pytest-xdist (``-n``), each worker hands its validate-mode counts to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["symdl_validate_stats"] = dict(_STATS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """pytest-xdist's controller: add a finished worker's validate-mode counts to the summary's."""
+    for k, v in getattr(node, "workeroutput", {}).get("symdl_validate_stats", {}).items():
+        _STATS[k] += v
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
