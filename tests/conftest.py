@@ -22,10 +22,10 @@ import functools
 import os
 import sys
 
-# pytest-xdist (``-n``): each worker gets its own Numba disk cache. Numba saves a function's cache index as a
-# read-modify-write of one file, so two processes first compiling two signatures of one function at the same moment
-# can leave an index entry pointing at the other's machine code. symdl's own source cache is content-addressed and
-# written atomically, so it stays shared. (Set before anything imports Numba, which reads it once.)
+# pytest-xdist (``-n``): each worker gets its own Numba disk cache, so that what a test counts as compiled or loaded
+# depends on its own worker alone (concurrent saves into one cache are safe: compiler/codegen/numba_cache_lock.py).
+# symdl's own source cache is content-addressed and written atomically, so it stays shared. (Set before anything
+# imports Numba, which reads it once.)
 _XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 if _XDIST_WORKER and "numba" not in sys.modules:
     _numba_cache = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(
