@@ -15,6 +15,7 @@ Without ``fcntl`` (Windows), or if Numba's cache class no longer has that method
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -54,6 +55,7 @@ def install() -> bool:
     if getattr(save, "symdl_locked", False):
         return True
 
+    @functools.wraps(save)
     def locked_save(self: Any, key: Any, data: Any) -> None:
         path = getattr(self, "_cache_path", None)
         if path is None:  # pragma: no cover - a Numba that names it otherwise: save as Numba would
@@ -63,6 +65,5 @@ def install() -> bool:
             save(self, key, data)
 
     locked_save.symdl_locked = True  # type: ignore[attr-defined]
-    locked_save.__doc__ = save.__doc__
     cls.save = locked_save
     return True

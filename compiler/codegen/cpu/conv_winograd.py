@@ -123,9 +123,12 @@ def _filter_transform(t: int) -> np.ndarray:
     )
 
 
-#: per tile size, ``U = G g G^T`` as one matrix on the 9 filter taps: ``U.flat[k] = sum_q M[k, q] g.flat[q]``
+#: per tile size and float dtype, ``U = G g G^T`` as one matrix on the 9 filter taps:
+#: ``U.flat[k] = sum_q M[k, q] g.flat[q]`` (built in float64, then rounded once per dtype)
 _FILTER_MATRICES = {
-    t: np.einsum("aq,bs->abqs", _filter_transform(t), _filter_transform(t)).reshape(-1, 9) for t in (2, 4)
+    (t, np.dtype(dt)): np.einsum("aq,bs->abqs", _filter_transform(t), _filter_transform(t)).reshape(-1, 9).astype(dt)
+    for t in (2, 4)
+    for dt in (np.float32, np.float64)
 }
 
 
@@ -138,9 +141,8 @@ def _transform_weights(w: np.ndarray, ut: np.ndarray, t: int) -> None:
     kernels (:mod:`compiler.codegen.cpu.gemm`): NumPy's own ``np.dot`` woke its BLAS's threads, whose spinning
     slowed the next kernels by 10-20%."""
     nk, ncb, c_n = ut.shape[0], ut.shape[1], w.shape[1]
-    m = _FILTER_MATRICES[t] if w.dtype == np.float64 else _FILTER_MATRICES[t].astype(w.dtype)
     taps = np.empty((9, ncb, c_n, 8), w.dtype)
-    _transform_taps(w.reshape(w.shape[0], c_n, 9), m, taps, ut.reshape(nk, -1))
+    _transform_taps(w.reshape(w.shape[0], c_n, 9), _FILTER_MATRICES[t, w.dtype], taps, ut.reshape(nk, -1))
 
 
 @njit(cache=True, nogil=True)

@@ -70,7 +70,7 @@ class _Pool:
 
         self.size = size
         self.pid = os.getpid()
-        self.spin_ticks = SPIN_TICKS  # read at every hand-off: a benchmark may compare settings in one process
+        self.spin_ticks = SPIN_TICKS  # read at every hand-off: bench_runtime_overhead.py compares settings
         self.linger_ticks = LINGER_TICKS
         self.busy = threading.Lock()
         self.jobs: list[tuple[Callable[..., Any], tuple, int, int] | None] = [None] * (size - 1)

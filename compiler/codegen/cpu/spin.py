@@ -37,9 +37,10 @@ __all__ = ["LINGER_TICKS", "SPIN_TICKS", "spin_until_all_equal", "spin_until_cha
 SPIN_TICKS = 2_000_000
 
 #: how long a spin goes on after it has seen the change it waited for (~2.5-5 us), so that the thread that made
-#: it has released the GIL by then (see the module docstring). A no-op 2-thread ``parallel_for`` measured 29-44 us
-#: back to back with none, 9-14 us with 6-10k ticks and 20-27 us with 20k (2.6 GHz TSC; the linger is paid
-#: twice per hand-off, so more than the GIL's few microseconds is pure cost)
+#: it has released the GIL by then (see the module docstring). A no-op 2-thread ``parallel_for`` back to back:
+#: 11-15 us with this, 22-32 us with none (``python benchmarks/bench_runtime_overhead.py``, settings taking turns;
+#: 2.6 GHz TSC). A one-off sweep also measured 20-27 us with 20k ticks: the linger is paid twice per hand-off, so
+#: more than the GIL's few microseconds is pure cost.
 LINGER_TICKS = 10_000
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
